@@ -1,0 +1,291 @@
+"""Saving and loading models and training checkpoints: safetensors + JSON, never pickle.
+
+A model directory holds::
+
+    spec.json             the network spec (layers, frozen state, lineage)
+    weights.safetensors   every parameter and buffer, keyed "hidden1.weight", ...
+    metadata.json         data, classes, metrics, created, graftnet and torch versions
+
+A training checkpoint is a model directory plus ``optimizer.safetensors`` (the optimizer's
+tensors) and ``state.json`` (epoch, history, schedule, optimizer settings, RNG state,
+anything the trainer needs to continue exactly).
+
+Every save is atomic: the directory is written under a temporary name, then swapped in
+with ``os.replace``. A crash or a kill at any moment leaves either the old or the new
+directory loadable; in the one instant between the two renames the old one is at
+``NAME.prev``, and ``load_model`` falls back to it.
+
+    >>> save_model(net, "models/fashion-a", metadata={"data": "fashion:A"})
+    >>> net = load_model("models/fashion-a")
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import graftnet
+from graftnet.errors import CheckpointError
+from graftnet.network import Network
+
+__all__ = [
+    "load_model",
+    "read_checkpoint",
+    "save_checkpoint",
+    "save_model",
+    "resolve_model_dir",
+    "atomic_write_text",
+    "atomic_directory",
+    "tensors_to_json_and_flat",
+    "flat_to_tensors",
+]
+
+SPEC, WEIGHTS, METADATA, OPTIMIZER, STATE = (
+    "spec.json", "weights.safetensors", "metadata.json", "optimizer.safetensors", "state.json")
+
+
+# ------------------------------------------------------------------ atomic writes
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def atomic_directory(path: str | Path, write: Callable[[Path], None], *, kind: str = "model") -> Path:
+    """Write a directory atomically: ``write(tmp)`` fills a fresh folder that replaces ``path``.
+
+    Refuses to replace an existing folder that is not a graftnet directory (no spec.json),
+    so a typo cannot wipe a user's data. On any error the previous content is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not (path / SPEC).exists() and any(path.iterdir()):
+        raise CheckpointError(f"refusing to replace {path}: it exists and is not a graftnet {kind} "
+                              f"directory (no {SPEC}); choose another path or remove it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise CheckpointError(f"cannot write {kind} to {path}: {err.strerror or err} "
+                              f"(is {path.parent} writable?)") from err
+    try:
+        write(tmp)
+        _fsync_tree(tmp)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"cannot write {kind} to {path}: {err.strerror or err}; "
+                                  f"the previous {kind} there (if any) is untouched") from err
+        raise
+    prev = path.with_name(path.name + ".prev")
+    if prev.exists():
+        shutil.rmtree(prev)
+    if path.exists():
+        os.replace(path, prev)  # a kill here leaves the old content at NAME.prev
+    os.replace(tmp, path)
+    shutil.rmtree(prev, ignore_errors=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by killed saves
+        shutil.rmtree(stale, ignore_errors=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # clone: tensors shared between layers (graft(share=True)) cannot be saved twice otherwise
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _write_model(tmp: Path, model: Network, metadata: dict[str, Any] | None) -> None:
+    if not isinstance(model, Network):
+        raise TypeError(f"save_model needs a graftnet Network, got {type(model).__name__}; "
+                        f"import a torch module first (graftnet.io.torch_state)")
+    _write_json(tmp / SPEC, model.to_spec())
+    save_file(_weights(model), str(tmp / WEIGHTS), metadata={"format": "graftnet"})
+    meta = {**model.info, **(metadata or {})}
+    meta.update(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                graftnet_version=graftnet.__version__, torch_version=torch.__version__)
+    _write_json(tmp / METADATA, meta)
+
+
+def save_model(model: Network, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` as ``spec.json`` + ``weights.safetensors`` + ``metadata.json`` in ``path``."""
+    return atomic_directory(path, lambda tmp: _write_model(tmp, model, metadata))
+
+
+# ------------------------------------------------------------------ loading
+def resolve_model_dir(path: str | Path) -> Path:
+    """The directory to read: ``path``, or ``path.prev`` left by a save that was killed."""
+    path = Path(path)
+    if (path / SPEC).is_file():
+        return path
+    prev = path.with_name(path.name + ".prev")
+    if not path.exists() and (prev / SPEC).is_file():
+        warnings.warn(f"{path} is missing but {prev} holds the previous save (a save was "
+                      f"interrupted); loading that", stacklevel=3)
+        return prev
+    if not path.exists():
+        raise CheckpointError(f"no model at {path}: the directory does not exist")
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file; a graftnet model is a directory holding {SPEC} and {WEIGHTS}")
+    present = sorted(p.name for p in path.iterdir())
+    raise CheckpointError(f"{path} is not a graftnet model: it has no {SPEC} "
+                          f"(found: {', '.join(present) or 'nothing'})")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is not valid JSON ({err}); the file is truncated or corrupt") from None
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path} cannot be read as safetensors ({err}); the file is "
+                              f"truncated, corrupt or not a weights file") from None
+
+
+def _load_weights_strict(model: Network, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: file {tuple(tensors[k].shape)}, spec {tuple(expected[k].shape)}"
+             for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatch {'; '.join(wrong)}")
+        raise CheckpointError(f"{source} does not match its {SPEC}: " + " | ".join(parts))
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_model(path: str | Path, *, device: str | torch.device | None = None) -> Network:
+    """Rebuild a saved model from its spec, then load its weights strictly.
+
+    ``model.info`` holds ``metadata.json``; ``model.lineage`` the transfer lineage.
+    """
+    folder = resolve_model_dir(path)
+    spec = _read_json(folder / SPEC)
+    model = Network.from_spec(spec, source=str(folder / SPEC))
+    _load_weights_strict(model, _read_tensors(folder / WEIGHTS), folder / WEIGHTS)
+    meta_path = folder / METADATA
+    model.info = _read_json(meta_path) if meta_path.exists() else {}
+    model.info["path"] = str(folder)
+    return model.to(device) if device is not None else model
+
+
+# ------------------------------------------------------------------ training checkpoints
+def tensors_to_json_and_flat(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested structure (an optimizer state_dict) into JSON and named tensors.
+
+    Tensors are replaced by ``{"__tensor__": key}`` and returned in a flat dict, so the
+    structure goes to JSON and the tensors to safetensors; ``flat_to_tensors`` reverses it.
+    """
+    flat: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, key: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            flat[key] = x.detach().to("cpu").contiguous().clone()
+            return {"__tensor__": key}
+        if isinstance(x, dict):
+            return {"__dict__": [[walk(k, f"{key}.k{i}") if not isinstance(k, (str, int)) else k,
+                                  walk(v, f"{key}.{k}")] for i, (k, v) in enumerate(x.items())]}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{key}.{i}") for i, v in enumerate(x)]
+        return x
+
+    return walk(obj, prefix or "root"), flat
+
+
+def flat_to_tensors(obj: Any, flat: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        return flat[obj["__tensor__"]]
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {k: flat_to_tensors(v, flat) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [flat_to_tensors(v, flat) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | Path, model: Network, *, state: dict[str, Any],
+                    tensors: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> Path:
+    """Atomically save a model plus trainer state.
+
+    ``state`` is JSON-able apart from tensors anywhere inside it (an optimizer or
+    scheduler state_dict, RNG states): those go to ``optimizer.safetensors``.
+    """
+    def write(tmp: Path) -> None:
+        _write_model(tmp, model, metadata)
+        structure, flat = tensors_to_json_and_flat({"state": state, **(tensors or {})})
+        save_file(flat, str(tmp / OPTIMIZER), metadata={"format": "graftnet-trainer"})
+        _write_json(tmp / STATE, structure)
+
+    return atomic_directory(path, write, kind="checkpoint")
+
+
+def read_checkpoint(path: str | Path, *, device: str | torch.device | None = None) -> tuple[Network, dict[str, Any]]:
+    """Load a training checkpoint: ``(model, state)`` with tensors restored inside ``state``."""
+    model = load_model(path, device=device)
+    folder = Path(model.info["path"])
+    if not (folder / STATE).exists():
+        raise CheckpointError(f"{folder} is a saved model, not a training checkpoint (no {STATE}); "
+                              f"to continue training from it, use it as the starting model instead of --resume")
+    structure = _read_json(folder / STATE)
+    flat = _read_tensors(folder / OPTIMIZER)
+    try:
+        restored = flat_to_tensors(structure, flat)
+    except KeyError as err:
+        raise CheckpointError(f"{folder / OPTIMIZER} lacks tensor {err} named in {STATE}; the checkpoint is corrupt") from None
+    return model, restored

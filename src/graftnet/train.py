@@ -1,0 +1,532 @@
+"""fit / evaluate / predict: the training loop.
+
+The dataset lives as tensors on the device and is batched by indexing with a random
+permutation (no DataLoader, no worker processes). The hot loop never synchronises with
+the host: loss sums, correct counts and a non-finite flag accumulate on the device and
+are read once per epoch. When the lowest layers are frozen and nothing random happens
+below them, their output is computed once (``graftnet.cache``) and only the trainable
+rest runs each step.
+
+    >>> history = fit(model, fashion, epochs=30, batch_size=50, optimizer=SGD(lr=0.01))
+    >>> evaluate(model, fashion.test)["accuracy"]
+    0.8853
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from graftnet.data import Dataset, Split
+from graftnet.errors import ConfigError, ShapeError
+from graftnet.network import Network
+from graftnet.optim import OptimizerSpec, Plateau, Schedule, optimizer_from, param_groups, schedule_from
+
+__all__ = ["EarlyStopping", "History", "fit", "evaluate", "predict", "seed_everything", "default_device"]
+
+log = logging.getLogger("graftnet")
+EVAL_BATCH = 8192
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA) so that building and training a network is reproducible."""
+    torch.manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    """CUDA when it is there, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ---------------------------------------------------------------- history
+@dataclass
+class History:
+    """Per-epoch records: ``history["val_accuracy"]`` is a list, ``history.epochs`` the rows.
+
+    Each row has ``epoch``, ``loss``, the metrics, their ``val_`` versions, ``lr``,
+    ``seconds`` and, when the frozen-prefix cache was used, ``cache_build_seconds`` and
+    ``cache_hits``.
+    """
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    def __getitem__(self, key: str) -> list[Any]:
+        if not any(key in row for row in self.epochs):
+            known = sorted({k for row in self.epochs for k in row})
+            raise KeyError(f"no metric {key!r} in history; recorded: {', '.join(known)}")
+        return [row.get(key) for row in self.epochs]
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.epochs[-1] if self.epochs else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "stop_reason": self.stop_reason}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(epochs=list(d.get("epochs", [])), stop_reason=d.get("stop_reason"))
+
+    def to_csv(self) -> str:
+        keys: list[str] = []
+        for row in self.epochs:
+            keys += [k for k in row if k not in keys]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(self.epochs)
+        return out.getvalue()
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs;
+    ``restore_best`` puts back the weights of the best epoch."""
+
+    monitor: str = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+    @property
+    def mode(self) -> str:
+        return "max" if "acc" in self.monitor else "min"
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best - self.min_delta if self.mode == "min" else value > best + self.min_delta
+
+
+# ---------------------------------------------------------------- losses and metrics
+def _loss_fn(task: str, output_activation: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "multiclass":
+        if output_activation == "softmax":  # the network outputs probabilities
+            return lambda out, y: F.nll_loss(torch.log(out.clamp_min(1e-12)), y, reduction="sum")
+        return lambda out, y: F.cross_entropy(out, y, reduction="sum")
+    if task == "binary":
+        if output_activation == "sigmoid":
+            return lambda out, y: F.binary_cross_entropy(out.squeeze(1), y, reduction="sum")
+        return lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(1), y, reduction="sum")
+    if task == "regression":
+        return lambda out, y: F.mse_loss(out.reshape(y.shape), y, reduction="sum")
+    raise ConfigError(f"unknown task {task!r}; expected multiclass, binary or regression")
+
+
+def _count_correct(task: str, output_activation: str, out: torch.Tensor, y: torch.Tensor, k: int = 1) -> torch.Tensor:
+    if task == "multiclass":
+        if k == 1:
+            return (out.argmax(1) == y).sum()
+        return (out.topk(k, dim=1).indices == y[:, None]).any(1).sum()
+    threshold = 0.5 if output_activation == "sigmoid" else 0.0
+    return ((out.squeeze(1) > threshold) == (y > 0.5)).sum()
+
+
+def _metric_names(task: str, metrics: Sequence[str]) -> list[str]:
+    if task == "regression":
+        return [m for m in metrics if m in ("mae",)]
+    out = []
+    for m in metrics:
+        if m == "accuracy" or (m.startswith("top") and m[3:].isdigit() and task == "multiclass"):
+            out.append(m)
+        elif m not in ("mae",):
+            raise ConfigError(f"unknown metric {m!r}; expected accuracy, topK (e.g. top5) or mae")
+    return out
+
+
+def _check_fits(model: Network, data: Dataset) -> None:
+    if tuple(data.input_shape) != tuple(model.input_shape):
+        raise ShapeError(f"data {data.name!r} has examples of shape {tuple(data.input_shape)} but the network "
+                         f"expects {tuple(model.input_shape)}")
+    out = model.output_shape
+    want = data.n_outputs
+    if out != (want,):
+        what = {"multiclass": f"{want} classes", "binary": "a binary task (1 output)",
+                "regression": f"{want} target(s)"}[data.task]
+        raise ShapeError(f"the network outputs {out} per example but data {data.name!r} is {what}: "
+                         f"its last layer should be Dense({want})")
+
+
+def _output_activation(model: Network) -> str:
+    return getattr(model.specs[-1], "activation_name", "linear")
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.inference_mode()
+def _outputs(model: Network, x: torch.Tensor, batch_size: int, device: torch.device, start: int = 0) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [model(x[i:i + batch_size].to(device, non_blocking=True), start=start)
+                 for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def _scores(model: Network, task: str, out: torch.Tensor, y: torch.Tensor, metrics: Sequence[str]) -> dict[str, float]:
+    act = _output_activation(model)
+    n = len(y)
+    result = {"loss": (_loss_fn(task, act)(out, y) / n).item()}
+    for m in metrics:
+        if m == "accuracy":
+            result[m] = (_count_correct(task, act, out, y) / n).item()
+        elif m.startswith("top"):
+            result[m] = (_count_correct(task, act, out, y, int(m[3:])) / n).item()
+        elif m == "mae":
+            result[m] = (out.reshape(y.shape) - y).abs().mean().item()
+    return result
+
+
+def evaluate(model: Network, data: Dataset | Split, *, task: str | None = None, metrics: Sequence[str] = ("accuracy",),
+             batch_size: int = EVAL_BATCH, device: str | torch.device | None = None) -> dict[str, float]:
+    """Loss and metrics of ``model`` on a dataset's test split, or on a given split.
+
+    >>> evaluate(model, fashion.test, task="multiclass")["accuracy"]
+    """
+    if isinstance(data, Dataset):
+        task, split = data.task, data.test
+        if split is None:
+            raise ConfigError(f"data {data.name!r} has no test split; pass a split such as data.valid")
+    else:
+        split = data
+        if task is None:
+            task = "multiclass" if not split.y.is_floating_point() else "regression"
+    device = torch.device(device) if device else next(model.parameters()).device
+    out = _outputs(model, split.x, batch_size, device)
+    return _scores(model, task, out, split.y.to(device), _metric_names(task, metrics))
+
+
+def predict(model: Network, x: torch.Tensor | Split, *, proba: bool = False, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Network outputs for ``x`` (batched, no autograd); ``proba=True`` applies softmax/sigmoid
+    to a network whose last layer outputs logits."""
+    x = x.x if isinstance(x, Split) else torch.as_tensor(x)
+    if tuple(x.shape[1:]) != tuple(model.input_shape):
+        raise ShapeError(f"input of shape {tuple(x.shape)} does not fit the network, which expects "
+                         f"(N, {', '.join(map(str, model.input_shape))})")
+    device = next(model.parameters()).device
+    out = _outputs(model, x.float(), batch_size, device)
+    if proba and _output_activation(model) == "linear":
+        out = torch.sigmoid(out) if out.shape[1] == 1 else torch.softmax(out, dim=1)
+    return out
+
+
+# ---------------------------------------------------------------- fitting
+@dataclass
+class _Run:
+    """What one call to ``fit`` works with (built once, read by the helpers below)."""
+
+    model: Network
+    device: torch.device
+    task: str
+    act: str
+    metrics: list[str]
+    start: int  # first layer that runs each step (0, or the cache cut)
+    x: torch.Tensor  # training inputs for layers start.. (raw or cached features)
+    y: torch.Tensor
+    vx: torch.Tensor | None
+    vy: torch.Tensor | None
+    cache_info: dict[str, Any]
+
+
+def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, augment: Any,
+             metrics: Sequence[str], log_fn: Callable[[str], None]) -> _Run:
+    _check_fits(model, data)
+    train, valid = data.train, data.valid
+    start, cache_info = 0, {}
+    x, vx = train.x, (valid.x if valid is not None and len(valid) else None)
+    if cache is not False:
+        from graftnet import cache as cache_mod
+
+        store = cache if isinstance(cache, cache_mod.FeatureCache) else cache_mod.default_cache()
+        cut = cache_mod.cache_cut(model, augment)
+        if cut:
+            prefix, _ = model.split(cut - 1)
+            before = store.stats()
+            t0 = time.perf_counter()
+            x = store.features(prefix, train, device=device)
+            vx = store.features(prefix, valid, device=device) if vx is not None else None
+            after = store.stats()
+            start = cut
+            cache_info = {"cache_cut": model.layer_names[cut - 1],
+                          "cache_build_seconds": round(after["build_seconds"] - before["build_seconds"], 4),
+                          "cache_hits": after["hits"] - before["hits"],
+                          "cache_seconds": round(time.perf_counter() - t0, 4)}
+            log_fn(f"cache: layers {model.layer_names[0]}..{model.layer_names[cut - 1]} are frozen; their "
+                   f"output {tuple(x.shape[1:])} was {'reused' if cache_info['cache_hits'] else 'computed once'} "
+                   f"in {cache_info['cache_seconds']:.2f}s, training runs layers {model.layer_names[cut]}.. only")
+    on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return _Run(model, device, data.task, _output_activation(model), _metric_names(data.task, metrics), start,
+                on_device(x), on_device(train.y), on_device(vx), on_device(valid.y if vx is not None else None),
+                cache_info)
+
+
+def _make_optimizer(model: Network, spec: OptimizerSpec, device: torch.device, lr_mult, layer_decay) -> torch.optim.Optimizer:
+    groups = param_groups(model, lr=spec.lr, lr_mult=lr_mult, layer_decay=layer_decay)
+    if not groups:
+        raise ConfigError(f"nothing to train: every layer with parameters is frozen ({', '.join(model.frozen)}); "
+                          f"unfreeze some layers first")
+    return spec.build(groups, device)
+
+
+def _reporter(verbose: bool | None) -> Callable[[str], None]:
+    """Where progress lines go: stderr unless ``verbose=False`` (then only the log)."""
+    if verbose is False:
+        return lambda msg: log.info(msg)
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def fit(
+    model: Network,
+    data: Dataset,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    optimizer: OptimizerSpec | str | dict[str, Any] = "sgd",
+    lr: float | None = None,
+    schedule: Schedule | str | dict[str, Any] | None = None,
+    metrics: Sequence[str] = ("accuracy",),
+    clip_norm: float | None = None,
+    clip_value: float | None = None,
+    early_stopping: EarlyStopping | int | None = None,
+    lr_mult: dict[str, float] | None = None,
+    layer_decay: float | None = None,
+    augment: Any = None,
+    cache: Any = True,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    history: History | None = None,
+    verbose: bool | None = None,
+    callbacks: Sequence[Callable[[dict[str, Any], Network], None]] = (),
+    precision: str = "fp32",
+    stage: str | None = None,
+) -> History:
+    """Train ``model`` on ``data.train``, validating on ``data.valid`` after each epoch.
+
+    Args:
+        optimizer: a spec (``SGD(lr=0.01, momentum=0.9)``), a name (``"adam"``,
+            ``"nesterov"``) or a dict; ``lr`` overrides its learning rate.
+        schedule: ``PiecewiseConstant``, ``Exponential``, ``Power``, ``Plateau``,
+            ``OneCycle``, ``Cosine`` (or their names / dicts).
+        early_stopping: an ``EarlyStopping`` or a patience (monitors ``val_loss``).
+        lr_mult / layer_decay: per-layer learning rates (see ``optim.param_groups``).
+        augment: a callable ``(x, generator) -> x`` applied to each training batch
+            (``graftnet.augment.Augment``); it disables the frozen-prefix cache.
+        cache: ``True`` (automatic), ``False``, or a ``FeatureCache`` to use.
+        seed: seeds the batch order and dropout; same seed, same result on CPU.
+        checkpoint: a directory written atomically after every epoch (model, optimizer,
+            schedule, RNG, history); with ``resume=True`` training continues from it exactly.
+        history: a History to append to (epoch numbers continue), e.g. across stages.
+        precision: "fp32", "bf16" or "fp16" (autocast; fp16 only on CUDA).
+
+    Returns the History. A loss that becomes NaN or infinite stops training, puts back
+    the weights of the last good epoch and sets ``history.stop_reason``.
+    """
+    if epochs < 0 or batch_size < 1:
+        raise ConfigError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    device = torch.device(device) if device else default_device()
+    opt_spec = optimizer_from(optimizer, lr)
+    sched_spec = schedule_from(schedule)
+    stopper = EarlyStopping(patience=early_stopping) if isinstance(early_stopping, int) and not isinstance(early_stopping, bool) else early_stopping
+    history = history if history is not None else History()
+    say = _reporter(verbose)
+    model.to(device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,))))
+    run = _prepare(model, data, device, cache, augment, metrics, say)
+    n = len(run.x)
+    if n == 0:
+        raise ConfigError(f"data {data.name!r} has no training examples")
+    steps = max(1, math.ceil(n / batch_size))
+    opt = _make_optimizer(model, opt_spec, device, lr_mult, layer_decay)
+    scheduler = sched_spec.build(opt, epochs, steps) if sched_spec else None
+    first_epoch, best, best_state, wait = 0, None, None, 0
+
+    if resume and checkpoint and (Path(checkpoint) / "state.json").exists():
+        first_epoch, best, best_state, wait = _restore(Path(checkpoint), model, opt, scheduler, generator, history, device)
+        say(f"resumed from {checkpoint} after epoch {first_epoch}")
+
+    loss_of = _loss_fn(run.task, run.act)
+    trainable = [p for g in opt.param_groups for p in g["params"]]
+    autocast = _autocast(precision, device)
+    good_state = _cpu_state(model)
+    epoch_base = len(history) - first_epoch  # epoch numbers continue across fit calls
+    use_penalty = any(getattr(s, "l1", 0) or getattr(s, "l2", 0) for s in model.specs)
+    use_constraints = model.has_constraints()
+
+    for epoch in range(first_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=generator).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        finite = torch.ones((), device=device, dtype=torch.bool)
+        for step in range(steps):
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            xb, yb = run.x[idx], run.y[idx]  # (B, ...) gathered on the device
+            if augment is not None:
+                xb = augment(xb, generator)
+            with autocast:
+                out = model(xb, start=run.start)
+                loss = loss_of(out.float(), yb)
+            objective = loss / len(idx)
+            if use_penalty:
+                penalty = model.penalty()
+                if penalty is not None:
+                    objective = objective + penalty
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            if clip_value is not None:
+                torch.nn.utils.clip_grad_value_(trainable, clip_value)
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, clip_norm, foreach=True)
+            opt.step()
+            if use_constraints:
+                model.apply_constraints()
+            if scheduler is not None and sched_spec.per_step:
+                scheduler.step()
+            with torch.no_grad():
+                loss_sum += loss.detach()
+                finite &= torch.isfinite(loss.detach())
+                if run.metrics and run.task != "regression":
+                    correct += _count_correct(run.task, run.act, out.detach(), yb)
+        if not bool(finite):  # one host sync per epoch
+            model.load_state_dict(good_state)
+            history.stop_reason = (f"loss became non-finite in epoch {epoch + 1}; training stopped and the "
+                                   f"weights of the last good epoch ({epoch}) were put back")
+            say(history.stop_reason + (f"; the last good checkpoint is {checkpoint}" if checkpoint else ""))
+            log.warning(history.stop_reason)
+            break
+        row = {"epoch": epoch_base + epoch + 1, **({"stage": stage} if stage else {}),
+               "loss": (loss_sum / n).item()}
+        if "accuracy" in run.metrics:
+            row["accuracy"] = (correct / n).item()
+        if run.vx is not None:
+            vout = _outputs(model, run.vx, EVAL_BATCH, device, start=run.start)
+            row.update({f"val_{k}": v for k, v in _scores(model, run.task, vout, run.vy, run.metrics).items()})
+        row["lr"] = opt.param_groups[-1]["lr"]
+        row["seconds"] = round(time.perf_counter() - t0, 4)
+        if epoch == first_epoch and run.cache_info:
+            row.update(run.cache_info)
+        history.epochs.append(row)
+        if scheduler is not None and not sched_spec.per_step:
+            if isinstance(sched_spec, Plateau):
+                if sched_spec.monitor not in row:
+                    raise ConfigError(f"plateau schedule monitors {sched_spec.monitor!r}, which is not recorded "
+                                      f"(recorded: {', '.join(row)}); add validation data or change monitor")
+                scheduler.step(row[sched_spec.monitor])
+            else:
+                scheduler.step()
+        say(_format_row(row, epochs + epoch_base))
+        good_state = _cpu_state(model)
+        for callback in callbacks:
+            callback(row, model)
+        stop = False
+        if stopper is not None:
+            if stopper.monitor not in row:
+                raise ConfigError(f"early stopping monitors {stopper.monitor!r}, which is not recorded "
+                                  f"(recorded: {', '.join(row)})")
+            if stopper.improved(row[stopper.monitor], best):
+                best, best_state, wait = row[stopper.monitor], good_state, 0
+            else:
+                wait += 1
+                stop = wait >= stopper.patience
+        if checkpoint:
+            _save(Path(checkpoint), model, opt, scheduler, generator, history, epoch + 1, best, best_state, wait,
+                  data)
+        if stop:
+            history.stop_reason = (f"early stopping: {stopper.monitor} did not improve for {stopper.patience} "
+                                   f"epochs (best {best:.4f})")
+            say(history.stop_reason)
+            break
+    if stopper is not None and stopper.restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+    return history
+
+
+def _format_row(row: dict[str, Any], total: int) -> str:
+    parts = [f"epoch {row['epoch']}/{total}"]
+    for k, v in row.items():
+        if k in ("epoch", "stage") or k.startswith("cache_"):
+            continue
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+def _cpu_state(model: Network) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class _NoAutocast:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def _autocast(precision: str, device: torch.device) -> Any:
+    if precision == "fp32":
+        return _NoAutocast()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ConfigError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("fp16 autocast needs a CUDA device; use bf16 on the CPU")
+    return torch.autocast(device.type, dtype=dtypes[precision])
+
+
+# ---------------------------------------------------------------- checkpoints
+def _save(path: Path, model: Network, opt, scheduler, generator: torch.Generator, history: History, epoch: int,
+          best, best_state, wait: int, data: Dataset) -> None:
+    from graftnet.io.checkpoint import save_checkpoint
+
+    state = {"epoch": epoch, "history": history.to_dict(), "best": best, "wait": wait,
+             "optimizer": opt.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
+             "torch_rng": torch.get_rng_state(), "generator": generator.get_state()}
+    tensors = {"best_state": best_state} if best_state is not None else {}
+    save_checkpoint(path, model, state=state, tensors=tensors, metadata={"data": data.source, "classes": data.classes})
+
+
+def _restore(path: Path, model: Network, opt, scheduler, generator: torch.Generator, history: History,
+             device: torch.device) -> tuple[int, Any, Any, int]:
+    from graftnet.errors import CheckpointError
+    from graftnet.io.checkpoint import read_checkpoint
+
+    saved, restored = read_checkpoint(path)
+    if saved.to_spec()["layers"] != model.to_spec()["layers"]:
+        raise CheckpointError(f"checkpoint {path} holds a different network ({', '.join(saved.layer_names)}) "
+                              f"than the one being trained ({', '.join(model.layer_names)})")
+    state = restored["state"]
+    model.load_state_dict(saved.state_dict())
+    try:
+        opt.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit this run ({err}); "
+                              f"was it written with other frozen layers or another optimizer?") from None
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["generator"])
+    history.epochs[:] = History.from_dict(state["history"]).epochs
+    return int(state["epoch"]), state.get("best"), restored.get("best_state"), int(state.get("wait", 0))
