@@ -1,0 +1,58 @@
+# graftnet: set-up and everyday commands. Every target works from a fresh clone.
+#   make venv   - .venv with graftnet installed (editable) and the dev tools
+#   make data   - make sure Fashion-MNIST (and MNIST) are on disk
+#   make test   - venv + data, then the test suite
+#   make demo   - venv + data, then `graftnet demo`
+#   make bench  - the benchmarks in bench/
+#   make clean  - remove build outputs (keeps .venv, runs/ and models/)
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch goes in first, pinned: then `torch>=2.2,<3` is already met and pip pulls no multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.graftnet-dev.stamp
+PYTEST_WORKERS ?= 2
+FASHION_APT_PACKAGE := dataset-fashion-mnist
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+
+# The project's shared data (MNIST, ...) when it sits beside the clone; a user's own setting wins.
+ifneq ($(wildcard ../shared/data),)
+GRAFTNET_DATA ?= $(abspath ../shared/data)
+export GRAFTNET_DATA
+endif
+
+.PHONY: venv data demo test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -c "import torch" 2>/dev/null || { echo "installing $(TORCH_PIN)"; $(PY) -m pip install -q $(TORCH_PIN); }
+	@echo "installing graftnet (editable) with the dev extras"
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+data: venv
+	@if ! $(PY) scripts/ensure_data.py --find-only fashion_mnist >/dev/null 2>&1 \
+		&& [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Fashion-MNIST: installing the Debian package $(FASHION_APT_PACKAGE)"; \
+		$(APT_INSTALL) $(FASHION_APT_PACKAGE) \
+		|| { apt-get update -qq && $(APT_INSTALL) $(FASHION_APT_PACKAGE); } \
+		|| echo "apt-get could not install $(FASHION_APT_PACKAGE); downloading instead"; \
+	fi
+	@$(PY) scripts/ensure_data.py fashion_mnist mnist
+
+demo: venv data
+	$(VENV)/bin/graftnet demo
+
+test: venv data
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+bench: venv data
+	$(PY) bench/run.py
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
