@@ -1,2 +1,52 @@
-"""graftnet: train deep networks and reuse what they learned."""
+"""graftnet: train deep networks and reuse what they learned.
+
+    >>> import graftnet as gn
+    >>> fashion = gn.datasets.fashion_mnist()
+    >>> model = gn.Network.mlp(fashion.input_shape, [300, 100], 10)
+    >>> history = gn.fit(model, fashion, epochs=30, batch_size=50, optimizer=gn.SGD(lr=0.01))
+"""
+
 __version__ = "0.1.0"
+
+from graftnet import data as datasets
+from graftnet.augment import Augment
+from graftnet.errors import CheckpointError, ConfigError, DataError, GraftnetError, ImportFormatError, ShapeError
+from graftnet.io.checkpoint import load_model, save_model
+from graftnet.layers import (
+    Activation,
+    AlphaDropout,
+    AvgPool,
+    BatchNorm,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Rescaling,
+)
+from graftnet.network import Network
+from graftnet.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Cosine,
+    Exponential,
+    Nadam,
+    OneCycle,
+    PiecewiseConstant,
+    Plateau,
+    Power,
+    RMSprop,
+)
+from graftnet.train import EarlyStopping, History, evaluate, fit, predict, seed_everything
+
+__all__ = [
+    "Activation", "AlphaDropout", "Augment", "AvgPool", "BatchNorm", "CheckpointError", "ConfigError",
+    "Conv2d", "Cosine", "DataError", "Dense", "Dropout", "EarlyStopping", "Exponential", "Flatten",
+    "GlobalAvgPool", "GraftnetError", "History", "ImportFormatError", "MaxPool", "Nadam", "Network",
+    "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",
+    "Adagrad", "Adam", "AdamW", "datasets", "evaluate", "fit", "load_model", "predict", "save_model",
+    "seed_everything",
+]
