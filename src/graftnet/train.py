@@ -22,6 +22,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +262,16 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
             prefix, _ = model.split(cut - 1)
             before = store.stats()
             t0 = time.perf_counter()
-            x = store.features(prefix, train, device=device)
-            vx = store.features(prefix, valid, device=device) if vx is not None else None
+            try:
+                cx = store.features(prefix, train, device=device)
+                cvx = store.features(prefix, valid, device=device) if vx is not None else None
+            except cache_mod.CacheUnavailable as err:  # e.g. a read-only or full cache folder
+                cut = 0
+                warnings.warn(f"feature cache not used: {err}; training runs every layer at each step",
+                              cache_mod.CacheWarning, stacklevel=3)
+                log_fn(f"cache: not used ({err})")
+        if cut:
+            x, vx = cx, cvx
             after = store.stats()
             start = cut
             cache_info = {"cache_cut": model.layer_names[cut - 1],
