@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from graftnet import data as datasets
 from graftnet.augment import Augment
+from graftnet.cache import FeatureCache
 from graftnet.errors import CheckpointError, ConfigError, DataError, GraftnetError, ImportFormatError, ShapeError
 from graftnet.io.checkpoint import load_model, save_model
 from graftnet.layers import (
@@ -41,6 +42,7 @@ from graftnet.optim import (
     RMSprop,
 )
 from graftnet.train import EarlyStopping, History, evaluate, fit, predict, seed_everything
+from graftnet.transfer import FineTune, Stage, freeze_below, get_weights, graft, set_weights, unfreeze_top
 
 __all__ = [
     "Activation", "AlphaDropout", "Augment", "AvgPool", "BatchNorm", "CheckpointError", "ConfigError",
@@ -48,5 +50,6 @@ __all__ = [
     "GlobalAvgPool", "GraftnetError", "History", "ImportFormatError", "MaxPool", "Nadam", "Network",
     "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",
     "Adagrad", "Adam", "AdamW", "datasets", "evaluate", "fit", "load_model", "predict", "save_model",
-    "seed_everything",
+    "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
+    "set_weights", "unfreeze_top",
 ]

@@ -248,8 +248,14 @@ class _Run:
 
 
 def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, augment: Any,
-             metrics: Sequence[str], log_fn: Callable[[str], None]) -> _Run:
+             metrics: Sequence[str], log_fn: Callable[[str], None], weights_from: Path | None = None) -> _Run:
     _check_fits(model, data)
+    if weights_from is not None:  # resuming: the cached prefix must be computed with the checkpoint's weights
+        from graftnet.io.checkpoint import load_model
+
+        saved = load_model(weights_from)
+        if saved.to_spec()["layers"] == model.to_spec()["layers"]:  # else _restore reports the mismatch
+            model.load_state_dict({k: v.to(device) for k, v in saved.state_dict().items()})
     train, valid = data.train, data.valid
     start, cache_info = 0, {}
     x, vx = train.x, (valid.x if valid is not None and len(valid) else None)
@@ -362,7 +368,8 @@ def fit(
     if seed is not None:
         torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,))))
-    run = _prepare(model, data, device, cache, augment, metrics, say)
+    resuming = bool(resume and checkpoint and (Path(checkpoint) / "state.json").exists())
+    run = _prepare(model, data, device, cache, augment, metrics, say, Path(checkpoint) if resuming else None)
     n = len(run.x)
     if n == 0:
         raise ConfigError(f"data {data.name!r} has no training examples")
@@ -409,6 +416,7 @@ def fit(
                 torch.nn.utils.clip_grad_value_(trainable, clip_value)
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(trainable, clip_norm, foreach=True)
+            lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
             opt.step()
             if use_constraints:
                 model.apply_constraints()
@@ -433,7 +441,7 @@ def fit(
         if run.vx is not None:
             vout = _outputs(model, run.vx, EVAL_BATCH, device, start=run.start)
             row.update({f"val_{k}": v for k, v in _scores(model, run.task, vout, run.vy, run.metrics).items()})
-        row["lr"] = opt.param_groups[-1]["lr"]
+        row["lr"] = lr_used  # the rate of the epoch's last step (not the next step's)
         row["seconds"] = round(time.perf_counter() - t0, 4)
         if epoch == first_epoch and run.cache_info:
             row.update(run.cache_info)

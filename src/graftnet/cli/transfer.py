@@ -1,0 +1,198 @@
+"""``graftnet graft | finetune``: reuse a saved model's layers, fine-tune in stages."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from graftnet.cli._common import (
+    add_data_args,
+    add_train_args,
+    check_model_fits,
+    load_data_arg,
+    load_model_arg,
+    print_table,
+    train_kwargs,
+)
+from graftnet.errors import ConfigError
+
+__all__ = ["COMMANDS", "register", "parse_add"]
+
+COMMANDS = ("graft", "finetune")
+
+GRAFT_EPILOG = """\
+examples:
+  graftnet graft models/fashion-a --reuse ':-1' --freeze reused --add 1 --data fashion:B --epochs 4
+  graftnet graft models/base --reuse 'hidden[123]' --freeze 'hidden[12]' --add 20:relu --add 10 \\
+           --data fashion --epochs 20 --batch-size 200 --out models/base-graft
+  graftnet graft models/base --reuse ':3' --add 10 --out models/cut      # graft only, no training
+
+--add UNITS[:ACTIVATION][:NAME] adds a Dense layer on top (in order); an unnamed last one is
+called 'outputs', other unnamed ones continue hiddenN. Without --add, one Dense layer with as
+many outputs as the data needs is added. Selectors: a regex over layer names matched in full
+('hidden[123]'), a slice of positions (':-1', '2:'), or 'all'. --freeze reused freezes every
+reused layer. Frozen bottom layers are computed once and cached (see the 'cache:' line)."""
+
+FINETUNE_EPILOG = """\
+examples:
+  graftnet finetune models/fashion-b-on-a --plan examples/recipes/book_ab_finetune.toml --out models/b-ft
+  graftnet finetune models/x --plan plan.toml --data fashion:B --checkpoint runs/x-plan      # resumable
+  graftnet finetune models/x --plan plan.toml --data fashion:B --checkpoint runs/x-plan --resume
+
+A plan is a TOML file of [[stage]] tables (epochs, train, optimizer, lr, schedule, batch_size,
+lr_mult, layer_decay, bn_affine, name) or a [gradual] table (reused, head, epochs_per_stage, k,
+lr, lr_decay, stages), plus defaults for every stage (optimizer, lr, schedule, batch_size,
+lr_mult, layer_decay) and optionally seed and data. Flags override the plan's defaults; a
+stage's own settings override both."""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``graft`` and ``finetune`` to ``graftnet``'s subparsers."""
+    parser = subparsers.add_parser("graft", help="a new model from a saved model's lower layers plus new layers",
+                                   description="Reuse the lower layers of a saved model, add new layers on top, "
+                                               "freeze some, train on new data, and save it with its lineage.",
+                                   epilog=GRAFT_EPILOG)
+    parser.add_argument("base", help="the saved model (or run folder) to reuse layers from")
+    parser.add_argument("--reuse", default=":-1", metavar="SELECTOR",
+                        help="layers to reuse, a bottom run of the base (default ':-1': all but the last)")
+    parser.add_argument("--freeze", metavar="SELECTOR", help="layers to freeze, or 'reused' for all reused layers")
+    parser.add_argument("--add", action="append", default=[], metavar="UNITS[:ACTIVATION][:NAME]",
+                        help="a new Dense layer on top; repeat for more (e.g. --add 20:relu --add 10)")
+    parser.add_argument("--name", help="the new model's name (default: <base>-graft)")
+    parser.add_argument("--out", metavar="DIR", help="where to save the model (default: models/<name>)")
+    add_data_args(parser)
+    add_train_args(parser)
+    parser.set_defaults(func=run_graft)
+
+    parser = subparsers.add_parser("finetune", help="fine-tune a saved model with a staged plan (TOML)",
+                                   description="Run a staged fine-tuning plan on a saved model: each stage "
+                                               "freezes every layer but the ones it trains.",
+                                   epilog=FINETUNE_EPILOG)
+    parser.add_argument("model", help="the saved model (or run folder) to fine-tune")
+    parser.add_argument("--plan", required=True, metavar="PLAN.toml", help="the fine-tuning plan")
+    parser.add_argument("--out", metavar="DIR", help="where to save the model (default: models/<name>-ft)")
+    parser.add_argument("--checkpoint", metavar="DIR", help="save the plan's progress there after every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue the plan saved in --checkpoint")
+    add_data_args(parser)
+    add_train_args(parser)
+    parser.set_defaults(func=run_finetune)
+
+
+# ---------------------------------------------------------------- helpers
+def parse_add(text: str):  # -> graftnet.layers.Dense
+    """``"20:relu"`` -> ``Dense(20, "relu")``; ``"10"`` -> ``Dense(10)``; ``"10::outputs"`` names it.
+
+    >>> parse_add("20:relu:hidden4")
+    Dense(name='hidden4', units=20, activation='relu', init='he_normal', bias=True, l1=0.0, l2=0.0, max_norm=None)
+    """
+    from graftnet.layers import Dense
+    from graftnet.network import _default_init
+
+    parts = text.split(":")
+    if len(parts) > 3 or not parts[0].strip().isdigit() or int(parts[0]) < 1:
+        raise ConfigError(f"--add {text!r}: expected UNITS[:ACTIVATION][:NAME] with UNITS a whole number > 0, "
+                          f"e.g. --add 20:relu or --add 10")
+    activation = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
+    name = parts[2].strip() if len(parts) > 2 and parts[2].strip() else None
+    init = _default_init(activation) if activation else "glorot_uniform"
+    try:
+        return Dense(int(parts[0]), activation, init=init, name=name)
+    except ConfigError as err:
+        raise ConfigError(f"--add {text!r}: {err}") from None
+
+
+def print_summary(model: Any) -> None:
+    """The layer table with its trainable (frozen) and origin (reused/new) columns."""
+    rows = model.summary_rows()
+    columns = ["layer", "type", "output shape", "params", "trainable"] + (
+        ["origin"] if any(r["origin"] for r in rows) else [])
+    table = [{"layer": r["name"], "type": r["type"],
+              "output shape": "(None, " + ", ".join(map(str, r["output_shape"])) + ")",
+              "params": r["params"], "trainable": r["trainable"], "origin": r["origin"]} for r in rows]
+    print_table(table, columns, title=f"{model.name}: input (None, {', '.join(map(str, model.input_shape))})",
+                right=("params",))
+    total, trainable = model.count_params(), model.count_params(trainable_only=True)
+    print(f"params: {total:,} total, {trainable:,} trainable, {total - trainable:,} frozen", flush=True)
+
+
+def _test_scores(model: Any, data: Any) -> dict[str, float]:
+    from graftnet.train import evaluate
+
+    if data.test is None:
+        return {}
+    scores = evaluate(model, data)
+    print("test: " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)
+    return scores
+
+
+def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> None:
+    from graftnet.io.checkpoint import save_model
+
+    metadata = dict(extra)
+    if data is not None:
+        metadata.update(data=data.source, data_name=data.name, classes=data.classes)
+    path = save_model(model, out, metadata=metadata)
+    print(f"saved {model.name!r} to {path}", flush=True)
+
+
+# ---------------------------------------------------------------- graft
+def run_graft(args: argparse.Namespace) -> int:
+    from graftnet.train import fit
+    from graftnet.transfer import graft
+
+    base = load_model_arg(args.base)
+    head = [parse_add(text) for text in args.add]
+    kwargs = train_kwargs(args)
+    data = load_data_arg(args) if args.data else None
+    if data is None and kwargs.get("epochs"):
+        raise ConfigError("--epochs needs --data: the data to train the grafted model on")
+    if not head:
+        if data is None:
+            raise ConfigError("nothing to add: give --add UNITS[:ACTIVATION] (e.g. --add 10) or --data, whose "
+                              "number of outputs then sizes a new output layer")
+        from graftnet.layers import Dense
+
+        head = [Dense(data.n_outputs)]
+    freeze: Any = True if args.freeze == "reused" else args.freeze
+    model = graft(base, reuse=args.reuse, head=head, freeze=freeze, name=args.name)
+    print_summary(model)
+    metadata: dict[str, Any] = {"graft": {"base": str(args.base), "reuse": args.reuse, "freeze": args.freeze,
+                                          "add": list(args.add)}}
+    if data is not None:
+        check_model_fits(model, data)
+        epochs = kwargs.pop("epochs", 10)
+        if epochs:
+            history = fit(model, data, epochs=epochs, **kwargs)
+            metadata["history"] = history.to_dict()
+        metadata["metrics"] = {"test": _test_scores(model, data)}
+    _save(model, args.out or Path("models") / model.name, data, metadata)
+    return 0
+
+
+# ---------------------------------------------------------------- finetune
+def run_finetune(args: argparse.Namespace) -> int:
+    from graftnet.transfer import FineTune
+
+    plan = FineTune.from_toml(args.plan)
+    if args.resume and not args.checkpoint:
+        raise ConfigError("--resume needs --checkpoint DIR: the folder the plan saved its progress in")
+    kwargs = train_kwargs(args)
+    if "epochs" in kwargs:
+        raise ConfigError(f"--epochs: a plan sets the epochs of each stage; edit {args.plan} instead")
+    model = load_model_arg(args.model)
+    if not args.data and plan.data:
+        args.data = plan.data
+    if not args.data:
+        raise ConfigError(f"no data: pass --data NAME|PATH or set data = \"...\" in {args.plan}")
+    data = load_data_arg(args)
+    check_model_fits(model, data)
+    print_summary(model)
+    seed = kwargs.pop("seed", None)
+    history = plan.fit(model, data, checkpoint=args.checkpoint, resume=args.resume, seed=seed, **kwargs)
+    scores = _test_scores(model, data)
+    source = model.info.pop("path", None)  # where it was loaded from; the new folder is not that
+    metadata = {"finetuned_from": source, "plan": plan.to_dict(), "history": history.to_dict(),
+                "metrics": {"test": scores}}
+    _save(model, args.out or Path("models") / f"{model.name}-ft", data, metadata)
+    return 0
