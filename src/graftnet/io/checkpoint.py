@@ -63,6 +63,12 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_directory(path: str | Path, write: Callable[[Path], None], *, kind: str = "model") -> Path:
     """Write a directory atomically: ``write(tmp)`` fills a fresh folder that replaces ``path``.
 
@@ -76,6 +82,7 @@ def atomic_directory(path: str | Path, write: Callable[[Path], None], *, kind: s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a model folder is as readable as any
     except OSError as err:
         raise CheckpointError(f"cannot write {kind} to {path}: {err.strerror or err} "
                               f"(is {path.parent} writable?)") from err
@@ -106,6 +113,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -1,0 +1,327 @@
+"""``graftnet import | export``: bring models in from Keras, TensorFlow, PyTorch, NumPy; take them out.
+
+Both commands print the mapping report (every key that was loaded, and anything missing,
+unexpected or mismatched) and write nothing when something fails: the model folder or
+file appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from graftnet.errors import ConfigError, ImportFormatError
+
+__all__ = ["COMMANDS", "register", "detect_format"]
+
+COMMANDS = ("import", "export")
+
+IMPORT_FORMATS = ("keras", "tf", "torch", "npz")
+EXPORT_FORMATS = ("onnx", "keras", "npz", "safetensors")
+
+IMPORT_EPILOG = """\
+examples:
+  graftnet import mnist_cnn.keras -o models/mnist-cnn                  # Keras 3 archive
+  graftnet import model.h5 -o models/book-mlp                           # tf.keras / Keras 2 / Keras 3 HDF5
+  graftnet import my_model_final.ckpt --spec book_mlp.json -o models/book   # TF1/TF2 checkpoint
+  graftnet import weights.pt --like models/fashion-a \\
+           --rename 'fc(\\d)\\.(.*)=hidden\\1.\\2' -o models/from-torch          # PyTorch state dict
+  graftnet import weights.npz --like models/fashion-a --layout keras -o models/from-npz
+
+Keras files carry their architecture; TensorFlow checkpoints, state dicts and .npz files
+hold weights only, so they need the target architecture: --spec (a graftnet spec.json) or
+--like (an existing graftnet model whose spec is used, with fresh weights). A .safetensors
+written by `graftnet export --format safetensors` carries its spec and needs neither.
+Keras images are channels-last: the imported network takes (C, H, W) inputs."""
+
+EXPORT_EPILOG = """\
+examples:
+  graftnet export models/fashion-a --format onnx -o fashion-a.onnx        # checked in ONNX Runtime
+  graftnet export models/fashion-a -o fashion-a.keras                      # keras.models.load_model reads it
+  graftnet export models/fashion-a --format npz --layout keras -o w.npz
+  graftnet export models/fashion-a --format safetensors -o w.safetensors
+
+The format is taken from --format, else from the output's suffix. Every export is read
+back and compared with the model before it replaces FILE; the report shows what was read."""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``import`` and ``export`` to ``graftnet``'s subparsers."""
+    parser = subparsers.add_parser("import", help="import a Keras, TensorFlow, PyTorch or NumPy model",
+                                   description="Import a model trained elsewhere as a graftnet model folder.",
+                                   epilog=IMPORT_EPILOG)
+    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix, .pt, .safetensors, .npz)")
+    parser.add_argument("--format", choices=IMPORT_FORMATS,
+                        help="the file's format (default: from its suffix and bytes)")
+    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the graftnet model folder to write")
+    parser.add_argument("--spec", metavar="SPEC.json", help="target architecture: a graftnet network spec")
+    parser.add_argument("--like", metavar="MODEL", help="target architecture: that of this graftnet model")
+    parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
+                        help="Keras only, when the file records none: the Keras input shape, e.g. 28 28 1")
+    parser.add_argument("--rename", action="append", default=[], metavar="REGEX=REPLACEMENT",
+                        help="map source keys to model keys (repeatable; applied in order; the last '=' splits)")
+    parser.add_argument("--layout", choices=("torch", "keras"), default="torch",
+                        help="npz only: the names and shapes the arrays use (default torch)")
+    parser.add_argument("--partial", action="store_true",
+                        help="load what matches and keep the rest freshly initialised (default: all or nothing)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run_import)
+
+    parser = subparsers.add_parser("export", help="export a graftnet model to ONNX, Keras, NumPy or safetensors",
+                                   description="Export a graftnet model to another format.", epilog=EXPORT_EPILOG)
+    parser.add_argument("model", help="a graftnet model folder (or a run folder)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, help="default: from the output's suffix")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
+    parser.add_argument("--layout", choices=("torch", "keras"), default="torch", help="npz only (default torch)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="onnx only: a fixed batch size (default dynamic)")
+    parser.add_argument("--opset", type=int, metavar="N", help="onnx only: the opset version")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run_export)
+
+
+# ======================================================================= import
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """``keras``, ``tf``, ``torch`` or ``npz``, from the suffix and the first bytes.
+
+        >>> detect_format("model.h5")
+        'keras'
+    """
+    path = Path(path)
+    if _is_tf_checkpoint(path):
+        return "tf"
+    if not path.exists():
+        raise ImportFormatError(f"no file at {path}: it does not exist (for a TensorFlow checkpoint, "
+                                f"give its prefix, e.g. my_model.ckpt, or its folder)")
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".keras"):
+        return "keras"
+    if suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt"):
+        return "torch"
+    if suffix == ".npz":
+        return "npz"
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(9)
+        if head.startswith(b"\x89HDF"):
+            return "keras"
+        if head.startswith(b"PK"):
+            return _zip_kind(path)
+        if head[:1] == b"\x80" or head[8:9] == b"{":  # a pickle, or safetensors' header length + JSON
+            return "torch"
+    raise ImportFormatError(f"cannot tell the format of {path}; pass --format "
+                            f"({', '.join(IMPORT_FORMATS)})")
+
+
+def _is_tf_checkpoint(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "checkpoint").is_file() or any(path.glob("*.index"))
+    return path.suffix == ".index" or Path(f"{path}.index").is_file() or ".data-" in path.name
+
+
+def _zip_kind(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise ImportFormatError(f"{path} starts like a zip archive but is not a readable one") from None
+    if "config.json" in names:
+        return "keras"
+    if any(n.endswith(".npy") for n in names):
+        return "npz"
+    return "torch"
+
+
+def _parse_rename(rules: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for rule in rules:
+        pattern, sep, replacement = rule.rpartition("=")
+        if not sep or not pattern:
+            raise ConfigError(f"--rename {rule!r}: expected REGEX=REPLACEMENT, e.g. 'fc(\\d)\\.(.*)=hidden\\1.\\2'")
+        out.append((pattern, replacement))
+    return out
+
+
+def _target_network(args: argparse.Namespace, fmt: str):  # -> Network
+    from graftnet.io.checkpoint import resolve_model_dir
+    from graftnet.network import Network
+
+    if args.spec and args.like:
+        raise ConfigError("give --spec or --like, not both")
+    source = None
+    if args.spec:
+        source = Path(args.spec)
+    elif args.like:
+        like = Path(args.like)
+        if not (like / "spec.json").exists() and (like / "model" / "spec.json").exists():
+            like = like / "model"
+        source = resolve_model_dir(like) / "spec.json"
+    if source is not None:
+        try:
+            spec = json.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"no spec at {source}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{source} is not valid JSON ({err})") from None
+        return Network.from_spec(spec, source=str(source))
+    if fmt == "torch":
+        from graftnet.io.torch_state import spec_from_safetensors
+
+        spec = spec_from_safetensors(args.file)
+        if spec is not None:
+            return Network.from_spec(spec, source=f"{args.file} (graftnet_spec)")
+    raise ConfigError(f"{args.file} holds weights only ({fmt}); give the target architecture with "
+                      f"--spec spec.json or --like models/OTHER")
+
+
+def _import(args: argparse.Namespace, fmt: str):  # -> (Network, MappingReport)
+    rename = _parse_rename(args.rename)
+    if fmt == "keras":
+        if rename or args.spec or args.like:
+            raise ConfigError("a Keras file carries its own architecture and layer names; "
+                              "--rename, --spec and --like apply to tf, torch and npz imports")
+        from graftnet.io.keras import load_keras
+
+        return load_keras(args.file, input_shape=tuple(args.input_shape) if args.input_shape else None)
+    if args.input_shape:
+        raise ConfigError("--input-shape applies to Keras files; the architecture of a "
+                          f"{fmt} import comes from --spec or --like")
+    net = _target_network(args, fmt)
+    strict = not args.partial
+    if fmt == "tf":
+        from graftnet.io.tf_checkpoint import load_tf_checkpoint
+
+        return net, load_tf_checkpoint(net, args.file, rename=rename or None, strict=strict)
+    if fmt == "torch":
+        from graftnet.io.torch_state import load_state
+
+        return net, load_state(net, args.file, rename=rename or None, strict=strict)
+    from graftnet.io.npz import load_npz
+
+    return net, load_npz(net, args.file, strict, layout=args.layout, rename=rename or None)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from graftnet.io.checkpoint import save_model
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise ConfigError(f"{output} already exists; pass --overwrite to replace it")
+    fmt = args.format or detect_format(args.file)
+    net, report = _import(args, fmt)
+    net.info.update(imported_from=str(args.file), import_format=fmt)
+    save_model(net, output, metadata={"import_report": report.to_dict()})
+    _print_report(report, args.json)
+    if not args.json:
+        print(f"saved {output}: {len(net.layer_names)} layers, {net.count_params():,} parameters, "
+              f"input shape {tuple(net.input_shape)}")
+    return 0
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+
+
+# ======================================================================= export
+_SUFFIXES = {".onnx": "onnx", ".keras": "keras", ".npz": "npz", ".safetensors": "safetensors"}
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from graftnet.cli._common import load_model_arg
+
+    output = Path(args.output)
+    fmt = args.format or _SUFFIXES.get(output.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot tell the export format from {output.name!r}; pass --format "
+                          f"({', '.join(EXPORT_FORMATS)}) or use a suffix {', '.join(_SUFFIXES)}")
+    if output.exists() and not args.overwrite:
+        raise ConfigError(f"{output} already exists; pass --overwrite to replace it")
+    if fmt != "onnx" and (args.batch_size is not None or args.opset is not None):
+        raise ConfigError("--batch-size and --opset apply to --format onnx")
+    model = load_model_arg(args.model)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial{output.suffix}")
+    try:
+        _write(model, partial, fmt, args)
+        summary = _verify(model, partial, fmt, args)
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary["text"])
+        print(f"wrote {output} ({fmt})")
+    return 0
+
+
+def _write(model: Any, path: Path, fmt: str, args: argparse.Namespace) -> None:
+    if fmt == "onnx":
+        from graftnet.io.onnx import DEFAULT_OPSET, export_onnx
+
+        export_onnx(model, path, batch_size=args.batch_size, opset=args.opset or DEFAULT_OPSET)
+    elif fmt == "keras":
+        from graftnet.io.keras import save_keras
+
+        save_keras(model, path)
+    elif fmt == "npz":
+        from graftnet.io.npz import save_npz
+
+        save_npz(model, path, layout=args.layout)
+    else:
+        from graftnet.io.torch_state import save_state
+
+        save_state(model, path)
+
+
+def _verify(model: Any, path: Path, fmt: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Read the written file back and compare it with ``model``; the report of that read."""
+    import torch
+
+    from graftnet.network import Network
+
+    x = torch.randn(4, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    if fmt == "onnx":
+        from graftnet.io.onnx import check_onnx
+
+        diff = check_onnx(model, path, x)
+        _check_diff(diff, path)
+        return {"format": fmt, "max_abs_diff": diff,
+                "text": f"{path.name.replace('.partial', '')}: ONNX Runtime vs graftnet on a random batch "
+                        f"of 4: max abs difference {diff:.3g}"}
+    if fmt == "keras":
+        from graftnet.io.keras import load_keras
+
+        copy, report = load_keras(path)
+    else:
+        copy = Network.from_spec(model.to_spec())
+        if fmt == "npz":
+            from graftnet.io.npz import load_npz
+
+            report = load_npz(copy, path, layout=args.layout)
+        else:
+            from graftnet.io.torch_state import load_state
+
+            report = load_state(copy, path)
+    model.eval()
+    copy.eval()
+    with torch.no_grad():
+        diff = float((model(x) - copy(x)).abs().max())
+    _check_diff(diff, path)
+    report.source = str(args.output)
+    return {"format": fmt, "report": report.to_dict(), "max_abs_diff": diff,
+            "text": f"{report}\nread back: max abs difference {diff:.3g} on a random batch of 4"}
+
+
+def _check_diff(diff: float, path: Path) -> None:
+    if not diff <= 1e-4:
+        raise ImportFormatError(f"the exported file does not reproduce the model (max abs difference "
+                                f"{diff:.3g}); nothing was written")
