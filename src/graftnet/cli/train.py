@@ -1,0 +1,463 @@
+"""``graftnet train | evaluate | predict | inspect | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graftnet.cli._common import (
+    add_data_args,
+    add_train_args,
+    check_model_fits,
+    data_overrides,
+    load_data_arg,
+    load_model_arg,
+    print_json,
+    print_table,
+    train_kwargs,
+)
+from graftnet.errors import ConfigError, DataError, ShapeError
+
+__all__ = ["COMMANDS", "register"]
+
+COMMANDS = ("train", "evaluate", "predict", "inspect", "demo")
+
+TRAIN_EPILOG = """\
+examples:
+  graftnet train examples/recipes/fashion_mlp.toml
+  graftnet train examples/recipes/fashion_mlp.toml --epochs 5 --seed 1      # flags override the recipe
+  graftnet train examples/recipes/fashion_mlp.toml --resume                 # continue the latest run
+  graftnet train --resume runs/fashion_mlp-20250101-120000                  # continue that run
+  graftnet train --data digits --hidden 64 32 --epochs 20 --optimizer adam --lr 0.001
+
+A run writes runs/<name>-<time>/: recipe.toml (every default filled in), metrics.json,
+history.csv, learning_curves.png, model/, checkpoint/ and, with --tensorboard, tensorboard/.
+
+recipe sections and keys (see examples/recipes/):
+  [model]   hidden, activation, init, batch_norm, dropout, l2, max_norm, output_activation,
+            normalize, name -- or layers = [{type = "dense", units = 300, activation = "relu"}, ...]
+  [data]    source, root, classes, exclude, positive, train_size, valid_size, test_size
+  [train]   epochs, batch_size, optimizer, schedule, metrics, clip_norm, clip_value,
+            early_stopping, augment, seed, device, cache, precision
+  [output]  dir, name, tensorboard, checkpoint"""
+
+EVALUATE_EPILOG = """\
+examples:
+  graftnet evaluate runs/fashion_mlp-20250101-120000            # the data it was trained on
+  graftnet evaluate models/fashion-a --data fashion:A --split valid --json"""
+
+PREDICT_EPILOG = """\
+examples:
+  graftnet predict models/fashion --data fashion --split test -o preds.csv
+  graftnet predict models/fashion images.npz -o probs.npy      # npz key 'x' (or x_test, or its only array)
+
+A .csv has the predicted class and one probability column per class; a .npy holds the
+probabilities (N, classes) -- for regression, the predictions. Without -o the CSV goes to stdout."""
+
+INSPECT_EPILOG = """\
+examples:
+  graftnet inspect runs/fashion_mlp-20250101-120000/model
+  graftnet inspect models/fashion-b --json"""
+
+DEMO_EPILOG = """\
+examples:
+  graftnet demo                # 5 epochs: a few minutes on a CPU
+  graftnet demo --epochs 30    # the book's figure: about 0.88-0.89 test accuracy"""
+
+
+def register(subparsers: Any) -> None:
+    """Add train, evaluate, predict, inspect and demo to ``graftnet``'s subparsers."""
+    _register_train(subparsers)
+    _register_evaluate(subparsers)
+    _register_predict(subparsers)
+    _register_inspect(subparsers)
+    _register_demo(subparsers)
+
+
+# ---------------------------------------------------------------- train
+def _register_train(subparsers: Any) -> None:
+    parser = subparsers.add_parser("train", help="train a network from a TOML recipe or flags",
+                                   description="Train a network from a TOML recipe (flags override its "
+                                               "settings) or from flags alone.", epilog=TRAIN_EPILOG)
+    parser.add_argument("recipe", nargs="?", help="a TOML recipe (see examples/recipes/)")
+    parser.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
+                        help="continue an interrupted run: RUN_DIR, or the latest run of this recipe")
+    model = parser.add_argument_group("model (MLP shorthand)")
+    model.add_argument("--hidden", type=int, nargs="+", metavar="UNITS", help="hidden layer sizes, e.g. 300 100")
+    model.add_argument("--activation", help="relu, leaky_relu(0.2), elu, selu, gelu, tanh, ...")
+    model.add_argument("--dropout", type=float, metavar="RATE")
+    model.add_argument("--batch-norm", action="store_const", const=True, default=None)
+    add_data_args(parser)
+    add_train_args(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--output-dir", metavar="DIR", help="where run folders go (default: runs)")
+    out.add_argument("--name", help="run name (default: the recipe's file name)")
+    out.add_argument("--tensorboard", action="store_const", const=True, default=None,
+                     help="also write TensorBoard event files")
+    out.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    parser.set_defaults(func=run_train)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Recipe settings given as flags (flags not given are left out)."""
+    train = {k: v for k, v in train_kwargs(args).items() if k not in ("lr", "optimizer")}
+    optimizer = {key: value for key, value in (("type", args.optimizer), ("lr", args.lr), ("momentum", args.momentum))
+                 if value is not None}  # no type: the recipe's optimizer, with these settings changed
+    if optimizer:
+        train["optimizer"] = optimizer
+    model = {key: getattr(args, key) for key in ("hidden", "activation", "dropout", "batch_norm")
+             if getattr(args, key) is not None}
+    output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard}
+    sections = {"model": model, "data": data_overrides(args), "train": train,
+                "output": {k: v for k, v in output.items() if v is not None}}
+    return {k: v for k, v in sections.items() if v}
+
+
+def _merge_optimizer(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """--lr or --momentum alone keep the recipe's optimizer type and its other settings."""
+    given = overrides.get("train", {}).get("optimizer")
+    if given is None:
+        return overrides
+    current = base.get("train", {}).get("optimizer", "sgd")
+    current = {"type": current} if isinstance(current, str) else dict(current)
+    if given.get("type", current["type"]) != current["type"]:
+        return overrides  # another optimizer: its own defaults
+    return {**overrides, "train": {**overrides["train"], "optimizer": {**current, **given}}}
+
+
+def _finished_message(result: Any) -> str:
+    metrics = result.metrics
+    parts = []
+    for split in ("train", "valid", "test"):
+        if split in metrics:
+            scores = "  ".join(f"{k} {v:.4f}" for k, v in metrics[split].items())
+            parts.append(f"  {split:5}  {scores}")
+    head = (f"trained {metrics['epochs']} epoch(s) in {metrics['train_seconds']:.1f}s on {metrics['device']}"
+            + (f" ({metrics['stop_reason']})" if metrics.get("stop_reason") else ""))
+    return "\n".join([head, *parts, f"run folder: {result.run.path}"])
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from graftnet import recipe as recipes
+    from graftnet.runs import RunDir, train_run
+
+    run_dir: RunDir | None = None
+    if isinstance(args.resume, str):
+        run_dir = RunDir(args.resume)
+        if not run_dir.recipe_path.is_file():
+            raise ConfigError(f"--resume {args.resume}: not a run folder (no {RunDir.RECIPE} there)")
+    if args.recipe:
+        base, name = recipes.load_recipe(args.recipe), Path(args.recipe).stem
+    elif run_dir is not None:
+        base, name = run_dir.read_recipe(), run_dir.path.name
+    else:
+        base, name = {}, "run"
+    overrides = _overrides(args)
+    if not args.recipe and run_dir is None and "source" not in overrides.get("data", {}):
+        raise ConfigError("nothing to train: give a recipe (graftnet train recipe.toml) or at least --data")
+    recipe = recipes.resolve(recipes.merge(base, _merge_optimizer(base, overrides)),
+                             name=name, source=args.recipe or "command line")
+    if args.resume is True:
+        run_dir = RunDir.latest(recipe["output"]["dir"], recipe["output"]["name"])
+        if run_dir is None:
+            raise ConfigError(f"--resume: no run of {recipe['output']['name']!r} with a checkpoint in "
+                              f"{recipe['output']['dir']}/; start one without --resume")
+    if run_dir is not None:
+        _check_same_run(run_dir, recipe)
+        recipe["output"]["name"] = run_dir.read_recipe().get("output", {}).get("name", recipe["output"]["name"])
+    data = recipes.build_data(recipe)  # bad data or a bad model: an error before any folder is made
+    model = recipes.build_model(recipe, data)
+    run = run_dir or RunDir.create(recipe["output"]["dir"], recipe["output"]["name"])
+    print(f"run folder: {run.path}", file=sys.stderr)
+    try:
+        result = train_run(recipe, run, data=data, model=model, resume=run_dir is not None,
+                           verbose=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
+        raise
+    print(_finished_message(result))
+    return 0
+
+
+def _check_same_run(run: Any, recipe: dict[str, Any]) -> None:
+    """Resuming with another model or other data would mix two runs: refuse it."""
+    from graftnet.recipe import resolve
+
+    saved = resolve(run.read_recipe(), source=str(run.recipe_path))
+    changed = [f"[{section}] {key}" for section in ("model", "data")
+               for key in recipe[section] if recipe[section].get(key) != saved[section].get(key)]
+    if changed:
+        raise ConfigError(f"--resume {run.path}: the recipe differs from the run's {run.RECIPE} in "
+                          f"{', '.join(changed)}; resume with the same model and data, or start a new run")
+
+
+# ---------------------------------------------------------------- evaluate
+def _register_evaluate(subparsers: Any) -> None:
+    parser = subparsers.add_parser("evaluate", help="loss and accuracy of a saved model",
+                                   description="Loss and metrics of a saved model on a data split. Without "
+                                               "--data, the data the model was trained on (from its recipe).",
+                                   epilog=EVALUATE_EPILOG)
+    parser.add_argument("model", help="a model folder, or a run folder")
+    add_data_args(parser)
+    parser.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run_evaluate)
+
+
+def _data_for(model: Any, args: argparse.Namespace):  # -> Dataset
+    """``--data`` if given, else the [data] of the recipe the model was trained with."""
+    from graftnet.recipe import build_data, merge, resolve
+
+    if args.data:
+        return load_data_arg(args)
+    recipe = model.info.get("recipe")
+    if not isinstance(recipe, dict) or "data" not in recipe:
+        raise ConfigError(f"{model.info.get('path', 'the model')} does not say which data it was trained on "
+                          f"(no recipe in its metadata.json); pass --data NAME|PATH")
+    return build_data(resolve(merge({"data": recipe["data"]}, {"data": data_overrides(args)})))
+
+
+def _split(data: Any, name: str) -> Any:
+    split = getattr(data, name)
+    if split is None or not len(split):
+        present = [s for s in ("train", "valid", "test") if getattr(data, s) is not None]
+        raise DataError(f"data {data.name!r} has no {name} split; it has {', '.join(present)}")
+    return split
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from graftnet.train import evaluate
+
+    model = load_model_arg(args.model)
+    data = _data_for(model, args)
+    check_model_fits(model, data)
+    split = _split(data, args.split)
+    metrics = ("mae",) if data.task == "regression" else ("accuracy",)
+    scores = evaluate(model, split, task=data.task, metrics=metrics)
+    if args.json:
+        print_json({"model": model.info.get("path"), "data": data.name, "split": args.split,
+                    "examples": len(split), **scores})
+    else:
+        text = "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        print(f"{data.name} {args.split} ({len(split):,} examples): {text}")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+def _register_predict(subparsers: Any) -> None:
+    parser = subparsers.add_parser("predict", help="class probabilities (or values) for new inputs",
+                                   description="Predictions of a saved model for the inputs in an .npz/.npy "
+                                               "file or a data split.", epilog=PREDICT_EPILOG)
+    parser.add_argument("model", help="a model folder, or a run folder")
+    parser.add_argument("input", nargs="?", help="an .npz (key x, x_test or a single array) or .npy file")
+    add_data_args(parser)
+    parser.add_argument("--split", choices=("test", "valid", "train"), default="test")
+    parser.add_argument("-o", "--output", metavar="FILE", help="FILE.csv or FILE.npy (default: CSV to stdout)")
+    parser.set_defaults(func=run_predict)
+
+
+def _read_inputs(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            for key in ("x", "x_test"):
+                if key in keys:
+                    return archive[key]
+            if len(keys) == 1:
+                return archive[keys[0]]
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as .npz/.npy without pickle ({err})") from None
+    raise DataError(f"{path}: which array are the inputs? found keys {keys}; expected 'x', 'x_test' or a "
+                    f"single array")
+
+
+def _as_model_input(x: np.ndarray, model: Any, source: str) -> torch.Tensor:
+    """(N, *input_shape) float32; integer pixels are scaled the way the training data was."""
+    shape = tuple(model.input_shape)
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+        raise ShapeError(f"{source}: inputs of shape {x.shape} do not fit the model, which expects "
+                         f"(N, {', '.join(map(str, shape))})")
+    tensor = torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *shape)
+    if not tensor.is_floating_point():
+        scaling = (model.info.get("data") or {}).get("scaling") or {}
+        divisor = scaling.get("divisor") if scaling.get("kind") == "unit" else None
+        tensor = tensor.float() / divisor if divisor else tensor.float()
+    return tensor.float()
+
+
+def _task_of(model: Any) -> str:
+    task = model.info.get("task")
+    if task:
+        return task
+    classes = model.info.get("classes")
+    if not classes:
+        return "regression"
+    return "binary" if model.output_shape == (1,) and len(classes) == 2 else "multiclass"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from graftnet.train import predict
+
+    model = load_model_arg(args.model)
+    if args.input and args.data:
+        raise ConfigError("give an input file or --data, not both")
+    if args.input:
+        x = _as_model_input(_read_inputs(Path(args.input)), model, args.input)
+    else:
+        data = _data_for(model, args)
+        check_model_fits(model, data)
+        x = _split(data, args.split).x
+    task = _task_of(model)
+    out = predict(model, x, proba=task != "regression")  # (N, outputs)
+    if task == "binary":
+        out = torch.cat([1 - out, out], dim=1)  # (N, 2): [negative, positive]
+    values = out.cpu().numpy()
+    classes = model.info.get("classes") or [str(i) for i in range(values.shape[1])]
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix == ".npy":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        np.save(output, values)
+    else:
+        if output is not None and output.suffix != ".csv":
+            raise ConfigError(f"-o {output}: use a .csv or .npy file name")
+        text = _predictions_csv(values, task, classes)
+        if output is None:
+            sys.stdout.write(text)
+            return 0
+        from graftnet.io.checkpoint import atomic_write_text
+
+        atomic_write_text(output, text)
+    print(f"wrote {len(values):,} predictions to {output}", file=sys.stderr)
+    return 0
+
+
+def _predictions_csv(values: np.ndarray, task: str, classes: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if task == "regression":
+        names = ["prediction"] if values.shape[1] == 1 else [f"prediction_{i}" for i in range(values.shape[1])]
+        writer.writerow(names)
+        writer.writerows([[f"{v:.6g}" for v in row] for row in values])
+    else:
+        writer.writerow(["predicted", *classes])
+        best = values.argmax(1)
+        writer.writerows([[classes[b], *(f"{p:.6f}" for p in row)] for b, row in zip(best, values)])
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- inspect
+def _register_inspect(subparsers: Any) -> None:
+    parser = subparsers.add_parser("inspect", help="layers, shapes, parameters and metadata of a saved model",
+                                   description="The layer table of a saved model (name, type, output shape, "
+                                               "parameters, trainable, origin) and its metadata.",
+                                   epilog=INSPECT_EPILOG)
+    parser.add_argument("model", help="a model folder, or a run folder")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(func=run_inspect)
+
+
+def _metadata_lines(model: Any) -> list[str]:
+    info = model.info
+    data = info.get("data")
+    lines = []
+    if data:
+        name = info.get("data_name") or (data.get("spec") or data.get("loader") if isinstance(data, dict) else data)
+        transforms = data.get("transforms", []) if isinstance(data, dict) else []
+        steps = ", ".join(" ".join(f"{k}={v}" for k, v in op.items()) for op in transforms)
+        lines.append(f"data:      {name}" + (f" ({steps})" if steps else ""))
+    classes = info.get("classes")
+    if classes:
+        lines.append(f"classes:   {', '.join(map(str, classes))} ({len(classes)})")
+    for split, scores in (info.get("metrics") or {}).items():
+        if isinstance(scores, dict):
+            lines.append(f"metrics:   {split} " + "  ".join(f"{k} {v:.4f}" for k, v in scores.items()
+                                                            if isinstance(v, (int, float))))
+    if info.get("created"):
+        lines.append(f"created:   {info['created']} with graftnet {info.get('graftnet_version', '?')}, "
+                     f"torch {info.get('torch_version', '?')}")
+    lineage = model.lineage or {}
+    if lineage:
+        base = lineage.get("base") or lineage.get("source") or "?"
+        extra = {k: v for k, v in lineage.items() if k not in ("base", "source", "layers")}
+        lines.append(f"lineage:   base {base}" + "".join(f", {k} {v}" for k, v in extra.items()))
+    return lines
+
+
+def _shape(shape: Any) -> str:
+    return "(None, " + ", ".join(map(str, shape)) + ")"
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    model = load_model_arg(args.model)
+    rows = model.summary_rows()
+    if args.json:
+        print_json({"name": model.name, "input_shape": list(model.input_shape),
+                    "layers": [{**r, "output_shape": list(r["output_shape"])} for r in rows],
+                    "params": model.count_params(), "trainable_params": model.count_params(trainable_only=True),
+                    "metadata": model.info, "lineage": model.lineage})
+        return 0
+    columns = ["layer", "type", "output shape", "params", "trainable"] + (
+        ["origin"] if any(r["origin"] for r in rows) else [])
+    table = [{"layer": r["name"], "type": r["type"], "output shape": _shape(r["output_shape"]),
+              "params": r["params"], "trainable": r["trainable"], "origin": r["origin"]} for r in rows]
+    print_table(table, columns, title=f"{model.name}: input {_shape(model.input_shape)}",
+                right=("params",))
+    total, trainable = model.count_params(), model.count_params(trainable_only=True)
+    print(f"params: {total:,} total, {trainable:,} trainable, {total - trainable:,} frozen")
+    for line in _metadata_lines(model):
+        print(line)
+    return 0
+
+
+# ---------------------------------------------------------------- demo (interim)
+def _register_demo(subparsers: Any) -> None:
+    parser = subparsers.add_parser("demo", help="train, save, reload and test the chapter-10 Fashion-MNIST MLP",
+                                   description="Train the 784-300-100-10 ReLU network (SGD, lr 0.01, batch 50) "
+                                               "on Fashion-MNIST, save it, reload it and print the reloaded "
+                                               "model's test accuracy.", epilog=DEMO_EPILOG)
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
+    parser.add_argument("--output-dir", default="runs", metavar="DIR", help="where the run folder goes")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    parser.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from graftnet.io.checkpoint import load_model
+    from graftnet.recipe import build_data, build_model, resolve
+    from graftnet.runs import RunDir, train_run
+    from graftnet.train import evaluate
+
+    recipe = resolve({
+        "model": {"name": "fashion_mlp", "hidden": [300, 100], "activation": "relu", "normalize": True},
+        "data": {"source": "fashion"},
+        "train": {"epochs": args.epochs, "batch_size": 50, "optimizer": {"type": "sgd", "lr": 0.01},
+                  "seed": args.seed, "device": args.device or "auto"},
+        "output": {"dir": args.output_dir, "name": "demo"},
+    }, source="demo")
+    data = build_data(recipe)
+    model = build_model(recipe, data)
+    run = RunDir.create(args.output_dir, "demo")
+    print(f"training the chapter-10 network 784-300-100-10 (ReLU, SGD lr 0.01, batch 50) on Fashion-MNIST "
+          f"for {args.epochs} epoch(s); run folder {run.path}", file=sys.stderr)
+    result = train_run(recipe, run, data=data, model=model)
+    reloaded = load_model(run.model_dir)
+    after = evaluate(reloaded, result.data)
+    before = result.metrics["test"]["accuracy"]
+    print(f"saved to {run.model_dir}, reloaded from disk")
+    print(f"test accuracy of the reloaded model: {after['accuracy']:.4f} "
+          f"({len(result.data.test):,} test images; before saving: {before:.4f})")
+    if abs(after["accuracy"] - before) > 1e-6:
+        raise ConfigError(f"the reloaded model scores {after['accuracy']:.6f}, not {before:.6f} as before saving")
+    return 0
