@@ -1,0 +1,563 @@
+"""The report of a study: report.md, a self-contained report.html and PNG plots.
+
+The report is built once as a list of blocks (headings, paragraphs, tables, images)
+and rendered twice, to Markdown (images beside it as PNG files) and to HTML (the same
+PNGs embedded as base64 data URIs, so the one file can be mailed or archived)::
+
+    >>> from graftnet import study, report
+    >>> result = study.run(base, task_b, seeds=10, train_size=200)
+    >>> paths = report.write_report(result, "runs/study-b")
+    >>> sorted(paths)
+    ['budget', 'differences', 'html', 'learning_curves', 'markdown', 'variants']
+
+Every number says how many seeds it is over and its spread: accuracies are means in
+percent with the sample standard deviation (sd) and a 95% Student-t interval (CI).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graftnet.errors import ConfigError
+from graftnet.study import Interval, StudyResult
+
+__all__ = ["Block", "blocks_for", "plot_budget", "plot_differences", "plot_learning_curves", "plot_variants",
+           "render_html", "render_markdown", "still_improving", "write_report"]
+
+SCRATCH_COLOR = "#d95f02"
+TRANSFER_COLOR = "#386cb0"
+BETTER_COLOR = "#1b9e77"
+WORSE_COLOR = "#c0392b"
+NEUTRAL_COLOR = "#7f7f7f"
+BOOK_COLOR = "#111111"
+
+
+@dataclass
+class Block:
+    """One piece of a report: ``kind`` is h1, h2, p, verdict, list, table, image or code."""
+
+    kind: str
+    text: str = ""
+    items: Sequence[str] = ()
+    header: Sequence[str] = ()
+    rows: Sequence[Sequence[str]] = ()
+    image: str = ""  # plot name (file <name>.png)
+
+
+# ======================================================================= formatting
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _mean_sd(iv: Interval, digits: int = 2) -> str:
+    if iv.n == 0:
+        return "no runs"
+    return f"{iv.mean:.{digits}f}" + (f" ± {iv.std:.{digits}f}" if iv.std is not None else " (one run)")
+
+
+def _ci(iv: Interval | None, digits: int = 2, signed: bool = False) -> str:
+    if iv is None or iv.low is None or iv.high is None:
+        return "– (needs 2+ seeds)" if iv is not None else "–"
+    f = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    return f"[{f.format(iv.low)}, {f.format(iv.high)}]"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.1f} s" if x < 120 else f"{x / 60:.1f} min"
+
+
+# ======================================================================= plots
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return fig
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _values(result: StudyResult, name: str, budget: int | None = None) -> dict[int, float]:
+    budget = result.budget if budget is None else budget
+    return {r["seed"]: r["test"]["accuracy"] * 100 for r in result.runs
+            if r["variant"] == name and r["budget"] == budget and r["seed"] in result.seeds}
+
+
+def plot_variants(result: StudyResult) -> bytes:
+    """Dot-and-interval chart: each variant's mean test accuracy with its 95% CI, seeds as dots,
+    scratch highlighted, the book's single runs as diamonds (when a reference is given)."""
+    names = [v.name for v in result.variants]
+    fig = _figure(7.2, 0.55 * len(names) + 1.6)
+    ax = fig.add_subplot()
+    reference = (result.reference or {}).get("values", {})
+    rng = np.random.default_rng(0)
+    for row, v in enumerate(result.variants):
+        y = len(names) - 1 - row
+        color = SCRATCH_COLOR if v.name == "scratch" else TRANSFER_COLOR
+        seeds = list(_values(result, v.name).values())
+        ax.scatter(seeds, y + rng.uniform(-0.12, 0.12, len(seeds)), s=12, color=color, alpha=0.35, linewidths=0)
+        if v.test.low is not None:
+            ax.errorbar(v.test.mean, y, xerr=[[v.test.mean - v.test.low], [v.test.high - v.test.mean]], fmt="o",
+                        color=color, capsize=4, markersize=7, lw=2)
+        else:
+            ax.plot(v.test.mean, y, "o", color=color, markersize=7)
+        if v.name in reference:
+            ax.plot(float(reference[v.name]), y, "D", mfc="none", mec=BOOK_COLOR, markersize=8, mew=1.5)
+    scratch = next((v for v in result.variants if v.name == "scratch"), None)
+    if scratch is not None and scratch.test.low is not None:
+        ax.axvspan(scratch.test.low, scratch.test.high, color=SCRATCH_COLOR, alpha=0.10, lw=0)
+    ax.set_yticks(range(len(names)), list(reversed(names)))
+    ax.set_xlabel("test accuracy (%)")
+    n = len(result.seeds)
+    ax.set_title(f"Test accuracy by variant\nmean and 95% CI over {n} seed{'s' if n != 1 else ''}, "
+                 f"{result.budget} training examples per run", fontsize=10)
+    handles = [ax.plot([], [], "o", color=SCRATCH_COLOR)[0], ax.plot([], [], "o", color=TRANSFER_COLOR)[0],
+               ax.scatter([], [], s=12, color=NEUTRAL_COLOR, alpha=0.5)]
+    labels = ["scratch (band: its 95% CI)", "transfer variants", "one seed"]
+    if reference:
+        handles.append(ax.plot([], [], "D", mfc="none", mec=BOOK_COLOR)[0])
+        labels.append("published (single run)")
+    ax.legend(handles, labels, fontsize=8, loc="best", frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def plot_differences(result: StudyResult) -> bytes:
+    """Paired difference to scratch (points) per variant with its 95% CI; green above 0, red below."""
+    items = [v for v in result.variants if v.difference is not None and v.difference.n > 0]
+    fig = _figure(7.2, 0.55 * max(len(items), 1) + 1.6)
+    ax = fig.add_subplot()
+    for row, v in enumerate(items):
+        y = len(items) - 1 - row
+        d = v.difference
+        color = NEUTRAL_COLOR
+        if d.low is not None and d.low > 0:
+            color = BETTER_COLOR
+        elif d.high is not None and d.high < 0:
+            color = WORSE_COLOR
+        if d.low is not None:
+            ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4,
+                        markersize=7, lw=2)
+        else:
+            ax.plot(d.mean, y, "o", color=color, markersize=7)
+    ax.axvline(0, color=SCRATCH_COLOR, lw=1.5, ls="--")
+    ax.set_yticks(range(len(items)), [v.name for v in reversed(items)])
+    ax.set_xlabel("difference to scratch on the same seeds (percentage points)")
+    n = len(result.seeds)
+    ax.set_title(f"Paired difference to scratch\nmean and 95% CI over {n} seed{'s' if n != 1 else ''}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    if not items:
+        ax.text(0.5, 0.5, "no variant to compare with scratch", ha="center", transform=ax.transAxes)
+    return _png(fig)
+
+
+def _curve_stats(result: StudyResult, name: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, sd, n) of ``key`` (in %) per epoch over the seeds of ``name``."""
+    runs = [r for r in result.runs
+            if r["variant"] == name and r["budget"] == result.budget and r["seed"] in result.seeds]
+    longest = max((len(r["history"]) for r in runs), default=0)
+    epochs, means, sds, counts = [], [], [], []
+    for i in range(longest):
+        values = [r["history"][i][key] * 100 for r in runs if len(r["history"]) > i and key in r["history"][i]]
+        if not values:
+            continue
+        epochs.append(i + 1)
+        means.append(float(np.mean(values)))
+        sds.append(float(np.std(values, ddof=1)) if len(values) > 1 else np.nan)
+        counts.append(len(values))
+    return np.array(epochs), np.array(means), np.array(sds), np.array(counts)
+
+
+def plot_learning_curves(result: StudyResult) -> bytes:
+    """Validation accuracy per epoch, one panel per variant: mean ± 1 sd over seeds, scratch dashed."""
+    names = [v.name for v in result.variants]
+    cols = min(4, max(1, len(names)))
+    rows = int(np.ceil(len(names) / cols))
+    fig = _figure(3.0 * cols, 2.4 * rows + 0.6)
+    axes = np.atleast_1d(fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)).ravel()
+    scratch = _shown(*_curve_stats(result, "scratch", "val_accuracy")) if "scratch" in names else None
+    for ax, name in zip(axes, names):
+        epochs, mean, sd, count = _shown(*_curve_stats(result, name, "val_accuracy"))
+        color = SCRATCH_COLOR if name == "scratch" else TRANSFER_COLOR
+        if len(epochs):
+            ax.plot(epochs, mean, color=color, lw=2)
+            ok = ~np.isnan(sd)
+            ax.fill_between(epochs[ok], (mean - sd)[ok], (mean + sd)[ok], color=color, alpha=0.2, lw=0)
+        if scratch is not None and name != "scratch" and len(scratch[0]):
+            ax.plot(scratch[0], scratch[1], color=SCRATCH_COLOR, lw=1, ls="--")
+        start = _stage_two_start(result, name)
+        if start is not None:
+            ax.axvline(start - 0.5, color=NEUTRAL_COLOR, lw=0.8, ls=":")
+        n = int(count.max()) if len(count) else 0
+        ax.set_title(f"{name} ({n} seed{'s' if n != 1 else ''})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel("validation accuracy (%)", fontsize=9)
+    fig.suptitle("Learning curves: mean ± 1 sd over seeds, drawn while at least half of the seeds are training\n"
+                 "(dashed: scratch's mean; dotted: where stage 2 starts, median over seeds)", fontsize=10)
+    return _png(fig)
+
+
+def _shown(epochs: np.ndarray, mean: np.ndarray, sd: np.ndarray,
+           count: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The epochs that at least half of the seeds reached (early stopping ends runs at different epochs)."""
+    if not len(count):
+        return epochs, mean, sd, count
+    keep = count >= max(1, int(np.ceil(count.max() / 2)))
+    return epochs[keep], mean[keep], sd[keep], count[keep]
+
+
+def _stage_two_start(result: StudyResult, name: str) -> float | None:
+    """The median epoch at which a variant's second stage starts, over its seeds (None: one stage)."""
+    starts = []
+    for run in result.runs:
+        if run["variant"] != name or run["budget"] != result.budget:
+            continue
+        rows = run["history"]
+        starts += [row["epoch"] for prev, row in zip(rows, rows[1:]) if row.get("stage") != prev.get("stage")][:1]
+    return float(np.median(starts)) if starts else None
+
+
+def plot_budget(result: StudyResult) -> bytes:
+    """Label-budget curve: test accuracy vs training examples, mean and 95% CI band per variant."""
+    if not result.budget_curve:
+        raise ConfigError("this study has no label-budget curve; run it with budgets=[...]")
+    fig = _figure(7.2, 4.2)
+    ax = fig.add_subplot()
+    for name, points in result.budget_curve.items():
+        color = SCRATCH_COLOR if name == "scratch" else TRANSFER_COLOR
+        x = np.array([p["budget"] for p in points], dtype=float)
+        mean = np.array([p["mean"] for p in points], dtype=float)
+        low = np.array([np.nan if p["low"] is None else p["low"] for p in points], dtype=float)
+        high = np.array([np.nan if p["high"] is None else p["high"] for p in points], dtype=float)
+        ax.plot(x, mean, "o-", color=color, lw=2, label=name)
+        ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
+    ax.set_xscale("log")
+    budgets = sorted({p["budget"] for pts in result.budget_curve.values() for p in pts})
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("training examples of the target task")
+    ax.set_ylabel("test accuracy (%)")
+    n = len(result.seeds)
+    ax.set_title(f"Label budget: mean and 95% CI over {n} seed{'s' if n != 1 else ''} per point", fontsize=10)
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+# ======================================================================= the blocks
+def blocks_for(result: StudyResult, images: Sequence[str]) -> list[Block]:
+    """The report's content, in order; ``images`` names the plots that exist."""
+    n = len(result.seeds)
+    title = result.title or f"Transfer study: {result.base['name']} → {result.task['name']}"
+    blocks = [Block("h1", title), Block("verdict", _capital(result.headline()))]
+    blocks.append(Block("p", (
+        f"All accuracies are test accuracy in percent over {n} seed{'s' if n != 1 else ''} "
+        f"({_seed_list(result.seeds)}), {result.budget} training examples per run: mean ± sample standard deviation "
+        f"(sd) and a 95% Student-t confidence interval (CI). Differences to scratch are paired by seed.")))
+    blocks += [Block("p", w) for w in result.warnings]
+    blocks += _verdict_blocks(result)
+    blocks += _caveat_blocks(result)
+    blocks += _variant_table(result)
+    blocks += [Block("image", "Test accuracy by variant", image="variants")] if "variants" in images else []
+    blocks += [Block("image", "Difference to scratch", image="differences")] if "differences" in images else []
+    blocks += _reference_blocks(result)
+    blocks += _budget_blocks(result, images)
+    if "learning_curves" in images:
+        blocks += [Block("h2", "Learning curves"), Block("image", "Learning curves", image="learning_curves")]
+    blocks += _setup_blocks(result)
+    return blocks
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seed" + ("s " if len(seeds) > 1 else " ") + ", ".join(map(str, seeds))
+
+
+def _verdict_blocks(result: StudyResult) -> list[Block]:
+    items = [_capital(v.verdict) + "." for v in result.variants if v.difference is not None]
+    if not items:
+        return []
+    caveat = (f"Each interval is for one comparison; with {len(items)} variants compared with scratch, about "
+              f"{0.05 * len(items):.1f} of them would exclude 0 by chance alone even if none made a difference.")
+    return [Block("h2", "Verdicts"), Block("list", items=items), Block("p", caveat)]
+
+
+def still_improving(result: StudyResult, threshold: float = 1.0) -> dict[str, float]:
+    """Variants whose mean validation accuracy rose by more than ``threshold`` points over
+    the last fifth of their epochs (at least 2 epochs): {name: rise in points}.
+
+    A verdict drawn from curves that have not flattened may change with more epochs.
+    """
+    rising = {}
+    for v in result.variants:
+        epochs, mean, _, count = _curve_stats(result, v.name, "val_accuracy")
+        if len(epochs) < 3:
+            continue
+        span = max(2, round(0.2 * len(epochs)))
+        rise = float(mean[-1] - mean[-1 - span])
+        if rise > threshold and count[-1] == count.max():
+            rising[v.name] = rise
+    return rising
+
+
+def _caveat_blocks(result: StudyResult) -> list[Block]:
+    rising = still_improving(result)
+    if not rising:
+        return []
+    names = ", ".join(f"{name} (+{rise:.1f} points)" for name, rise in rising.items())
+    n_last = max(2, round(0.2 * max(len(r["history"]) for r in result.runs)))
+    return [Block("h2", "Caveat: training had not finished"),
+            Block("p", f"The mean validation accuracy was still rising over the last {n_last} epochs for: {names}. "
+                       f"These variants may do better with more epochs (or a larger learning rate for the new "
+                       f"head), so the verdicts above hold for this training budget only; see the learning "
+                       f"curves.")]
+
+
+def _variant_table(result: StudyResult) -> list[Block]:
+    header = ["variant", "what it does", "seeds", "test acc. % (mean ± sd)", "95% CI", "range",
+              "vs scratch (points)", "95% CI of difference", "epochs", "s / run", "s total", "cache hits"]
+    rows = []
+    for v in result.variants:
+        values = list(_values(result, v.name).values())
+        spread = f"{min(values):.2f}–{max(values):.2f}" if values else "–"
+        diff = "reference" if v.name == "scratch" else ("–" if v.difference is None else f"{v.difference.mean:+.2f}")
+        rows.append([v.name, v.description, str(v.test.n), _mean_sd(v.test), _ci(v.test), spread, diff,
+                     _ci(v.difference, signed=True) if v.difference is not None else "–",
+                     f"{v.epochs.mean:.1f}", f"{v.seconds_per_run.mean:.2f}", f"{v.seconds_total:.1f}",
+                     str(v.cache_hits)])
+    return [Block("h2", "Variants"), Block("table", header=header, rows=rows)]
+
+
+def _reference_blocks(result: StudyResult) -> list[Block]:
+    reference = result.reference or {}
+    values = reference.get("values", {})
+    if not values:
+        return []
+    labels = reference.get("labels", {})
+    header = ["variant", "published as", "published (%)", "ours: mean ± sd (%)", "ours: 95% CI", "seeds",
+              "ours: range over seeds", "published value in our CI?"]
+    rows = []
+    for name, value in values.items():
+        try:
+            v = result.summary(name)
+        except ConfigError:
+            rows.append([name, str(labels.get(name, "")), f"{float(value):.2f}", "not run", "–", "0", "–", "–"])
+            continue
+        seeds = list(_values(result, name).values())
+        inside = "–" if v.test.low is None else ("yes" if v.test.low <= float(value) <= v.test.high else "no")
+        spread = f"{min(seeds):.2f}–{max(seeds):.2f}" if seeds else "–"
+        rows.append([name, str(labels.get(name, "")), f"{float(value):.2f}", _mean_sd(v.test), _ci(v.test),
+                     str(v.test.n), spread, inside])
+    blocks = [Block("h2", "Beside the published figures")]
+    source = reference.get("source")
+    if source:
+        blocks.append(Block("p", f"Published: {source}."))
+    blocks.append(Block("table", header=header, rows=rows))
+    if reference.get("note"):
+        blocks.append(Block("p", str(reference["note"])))
+    return blocks
+
+
+def _budget_blocks(result: StudyResult, images: Sequence[str]) -> list[Block]:
+    if not result.budget_curve:
+        return []
+    names = list(result.budget_curve)
+    budgets = [p["budget"] for p in result.budget_curve[names[0]]]
+    header = ["training examples"] + [f"{name}: mean ± sd (%) [95% CI]" for name in names] + ["seeds"]
+    rows = []
+    for i, budget in enumerate(budgets):
+        cells = [str(budget)]
+        counts = []
+        for name in names:
+            p = result.budget_curve[name][i]
+            iv = Interval(p["n"], p["mean"], p["std"], p["low"], p["high"])
+            cells.append(f"{_mean_sd(iv)} {_ci(iv)}")
+            counts.append(str(p["n"]))
+        rows.append(cells + ["/".join(sorted(set(counts)))])
+    best = [n for n in names if n != "scratch"]
+    text = (f"Scratch and the best transfer variant at {result.budget} examples"
+            f"{f' ({best[0]})' if best else ''}, trained on a growing number of target examples drawn per seed.")
+    blocks = [Block("h2", "Label budget"), Block("p", text), Block("table", header=header, rows=rows)]
+    if "budget" in images:
+        blocks.append(Block("image", "Label-budget curve", image="budget"))
+    return blocks
+
+
+def _setup_blocks(result: StudyResult) -> list[Block]:
+    s = result.settings
+    opt = dict(s["optimizer"])
+    kind, lr = opt.pop("type"), opt.pop("lr")
+    sizes = ", ".join(f"{k} {v:,}" for k, v in result.task["sizes"].items())
+    hits = sum(r["cache"]["hits"] for r in result.runs)
+    misses = sum(r["cache"].get("misses", 0) for r in result.runs)
+    built = sum(r["cache"]["build_seconds"] for r in result.runs)
+    cached = sum(1 for r in result.runs if r["cache"].get("cut"))
+    cache_text = ("off" if not result.cache.get("enabled") and not hits and not misses else
+                  f"{cached} of {len(result.runs)} runs trained on cached features of their frozen layers; "
+                  f"{hits} hits and {misses} misses (a miss computes a frozen prefix's output once), "
+                  f"{built:.2f} s spent computing features in all")
+    total_runs = len(result.runs)
+    run_seconds = sum(r["seconds"] for r in result.runs)
+    loads = [r["load_average"] for r in result.runs if r.get("load_average") is not None]
+    load_text = (f"; the machine's 1-minute load average was {np.mean(loads):.1f} on average at the end of the runs "
+                 f"(range {min(loads):.1f}–{max(loads):.1f}: other programs shared the CPUs, and times grow with it)"
+                 if loads else "")
+    env = result.environment
+    items = [
+        f"Base: {result.base['name']}" + (f" ({result.base['path']})" if result.base.get("path") else "")
+        + f"; hidden layers reused from the bottom: {', '.join('+'.join(h) for h in result.base['hidden'])}.",
+        f"Task: {result.task['name']} ({result.task['task']}, classes {', '.join(result.task['classes'] or [])}); "
+        f"splits {sizes}; each run draws {result.budget} training examples ({s['sampling']} sampling) per seed"
+        + (f" and {s['valid_size']} validation examples" if s.get("valid_size") else "") + ".",
+        f"Training: {s['epochs']} epochs per run, batch size {s['batch_size']}, optimizer {kind} (lr {lr:g}"
+        + (", " + ", ".join(f"{k} {v}" for k, v in opt.items()) if opt else "") + ") for scratch; the new head "
+        f"of a transfer variant trains alone at lr {s.get('head_lr') or lr:g}; unfreezing variants train the head "
+        f"alone for {s['head_epochs']} epochs, then the unfrozen layers with it at lr "
+        f"{lr * s['finetune_lr_mult']:g} ({s['finetune_lr_mult']:g} × {lr:g})"
+        + (f"; early stopping on val_loss with patience {s['early_stopping']} (best weights kept)"
+           if s.get("early_stopping") else "; no early stopping (the weights after the last epoch are tested)")
+        + ".",
+        f"Time: {_seconds(run_seconds)} summed over the {total_runs} runs (training, evaluation and model "
+        f"building); this invocation took {_seconds(result.wall_seconds)} of wall time"
+        + (f", {result.resumed_runs} runs being read back from an earlier invocation's results.json"
+           if result.resumed_runs else "")
+        + f"; device {env.get('device')}, {env.get('torch_threads')} torch thread(s), {env.get('cpu_count')} CPU(s), "
+          f"torch {env.get('torch')}, graftnet {env.get('graftnet')}{load_text}.",
+        f"Frozen-prefix cache: {cache_text}.",
+    ]
+    if result.base.get("info", {}).get("test_accuracy") is not None:
+        info = result.base["info"]
+        items.insert(1, f"Base test accuracy on its own task: {float(info['test_accuracy']) * 100:.2f}% "
+                        f"(one training run, {info.get('epochs_trained', '?')} epochs, "
+                        f"{info.get('train_seconds', '?')} s).")
+    blocks = [Block("h2", "Set-up"), Block("list", items=items)]
+    blocks += [Block("p", note) for note in result.notes]
+    blocks += [Block("code", result.base["summary"])]
+    blocks.append(Block("p", "Files: results.json (every run: variant, seed, budget, test metrics, best and last "
+                             "validation metrics, epochs, seconds, cache statistics, per-epoch history), "
+                             "report.md, report.html and the PNG plots."))
+    return blocks
+
+
+# ======================================================================= rendering
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    """Markdown with images referenced as ``<name>.png`` beside the file."""
+    out: list[str] = []
+    for b in blocks:
+        if b.kind == "h1":
+            out.append(f"# {b.text}")
+        elif b.kind == "h2":
+            out.append(f"## {b.text}")
+        elif b.kind == "verdict":
+            out.append(f"> **{b.text}**")
+        elif b.kind == "p":
+            out.append(b.text)
+        elif b.kind == "list":
+            out.append("\n".join(f"- {item}" for item in b.items))
+        elif b.kind == "table":
+            lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |",
+                     "|" + "|".join("---" for _ in b.header) + "|"]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            out.append("\n".join(lines))
+        elif b.kind == "image":
+            out.append(f"![{b.text}]({b.image}.png)")
+        elif b.kind == "code":
+            out.append("```\n" + b.text + "\n```")
+        else:
+            raise ConfigError(f"unknown report block kind {b.kind!r}")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:-apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+ max-width:1100px;margin:2em auto;padding:0 1.2em;color:#222;line-height:1.5}
+h1{font-size:1.6em;border-bottom:2px solid #386cb0;padding-bottom:.3em}
+h2{font-size:1.25em;margin-top:2em;color:#244a80}
+.verdict{background:#eef4fb;border-left:5px solid #386cb0;padding:.8em 1em;font-size:1.1em;font-weight:600}
+table{border-collapse:collapse;margin:1em 0;font-size:.88em;width:100%}
+th,td{border:1px solid #d0d7de;padding:.35em .55em;text-align:left;vertical-align:top}
+th{background:#f3f5f8}
+tr:nth-child(even) td{background:#fafbfc}
+img{max-width:100%;height:auto;display:block;margin:1em 0}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
+figcaption{font-size:.85em;color:#555}
+"""
+
+
+def render_html(blocks: Sequence[Block], images: dict[str, bytes], title: str = "graftnet study") -> str:
+    """One self-contained HTML page: CSS inline, plots as ``data:image/png;base64`` URIs."""
+    esc = html.escape
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>"
+             f"<style>{_CSS}</style></head><body>"]
+    for b in blocks:
+        if b.kind in ("h1", "h2"):
+            parts.append(f"<{b.kind}>{esc(b.text)}</{b.kind}>")
+        elif b.kind == "verdict":
+            parts.append(f"<p class=\"verdict\">{esc(b.text)}</p>")
+        elif b.kind == "p":
+            parts.append(f"<p>{esc(b.text)}</p>")
+        elif b.kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in b.items) + "</ul>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in b.header)
+            body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b.kind == "image":
+            data = base64.b64encode(images[b.image]).decode("ascii")
+            parts.append(f"<figure><img alt=\"{esc(b.text)}\" src=\"data:image/png;base64,{data}\">"
+                         f"<figcaption>{esc(b.text)}</figcaption></figure>")
+        elif b.kind == "code":
+            parts.append(f"<pre>{esc(b.text)}</pre>")
+        else:
+            raise ConfigError(f"unknown report block kind {b.kind!r}")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(result: StudyResult, out: str | Path) -> dict[str, Path]:
+    """Write report.md, report.html and the PNG plots into ``out``; returns their paths by name."""
+    from graftnet.io.checkpoint import atomic_write_text
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    images: dict[str, bytes] = {"variants": plot_variants(result), "differences": plot_differences(result)}
+    if any(r["history"] for r in result.runs):
+        images["learning_curves"] = plot_learning_curves(result)
+    if result.budget_curve:
+        images["budget"] = plot_budget(result)
+    paths: dict[str, Path] = {}
+    for name, data in images.items():
+        path = folder / f"{name}.png"
+        tmp = folder / f".{name}.png.part"
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        paths[name] = path
+    blocks = blocks_for(result, list(images))
+    title = blocks[0].text
+    atomic_write_text(folder / "report.md", render_markdown(blocks))
+    atomic_write_text(folder / "report.html", render_html(blocks, images, title=title))
+    paths["markdown"], paths["html"] = folder / "report.md", folder / "report.html"
+    return paths

@@ -1,0 +1,304 @@
+"""graftnet.study: statistics, verdicts, variants, per-seed draws, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from graftnet import study
+from graftnet.data import Dataset, Split, from_arrays
+from graftnet.errors import ConfigError, DataError, ShapeError
+from graftnet.network import Network
+from graftnet.study import Interval, StudyWarning, paired_difference, summarize, verdict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------ tiny data and base
+def _blobs(n: int, seed: int, n_classes: int = 3, features: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linearly separable-ish classes around random centres (same centres for every seed)."""
+    centres = torch.randn(n_classes, features, generator=torch.Generator().manual_seed(0)) * 2
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % n_classes
+    x = centres[y] + torch.randn(n, features, generator=g)
+    return x, y
+
+
+def tiny_task(n_train: int = 120, n_classes: int = 3) -> Dataset:
+    xt, yt = _blobs(n_train, 1, n_classes)
+    xv, yv = _blobs(60, 2, n_classes)
+    xs, ys = _blobs(90, 3, n_classes)
+    return from_arrays(xt, yt, xv, yv, xs, ys, classes=[f"c{i}" for i in range(n_classes)], name="tiny")
+
+
+def tiny_base(seed: int = 0) -> Network:
+    torch.manual_seed(seed)
+    return Network.mlp(8, [16, 16, 16], 4, activation="relu", name="tiny-base")
+
+
+FAST = dict(epochs=3, head_epochs=1, batch_size=32, optimizer={"type": "sgd", "lr": 0.05})
+
+
+# ------------------------------------------------------------------ statistics
+def test_summarize_matches_scipy_t_interval():
+    values = [97.1, 98.4, 96.9, 97.7, 98.8, 97.0]
+    iv = summarize(values)
+    sem = stats.sem(values)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem)
+    assert iv.n == 6
+    assert iv.mean == pytest.approx(np.mean(values))
+    assert iv.std == pytest.approx(np.std(values, ddof=1))
+    assert (iv.low, iv.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_summarize_hand_computed_two_values():
+    # mean 2, sd sqrt(2), t(0.975, 1) = 12.7062, half width = 12.7062 * sqrt(2) / sqrt(2)
+    iv = summarize([1.0, 3.0])
+    assert iv.std == pytest.approx(math.sqrt(2))
+    assert iv.half_width == pytest.approx(12.706204736, rel=1e-6)
+
+
+def test_summarize_one_value_has_no_spread():
+    iv = summarize([97.5])
+    assert (iv.n, iv.mean, iv.std, iv.low, iv.high) == (1, 97.5, None, None, None)
+    assert "no spread" in iv.describe()
+
+
+def test_paired_difference_matches_scipy_ttest_rel():
+    a = {0: 98.0, 1: 97.5, 2: 99.0, 3: 98.2, 4: 97.9}
+    b = {0: 97.0, 1: 97.6, 2: 97.8, 3: 97.1, 4: 96.5, 9: 50.0}  # seed 9 has no partner: ignored
+    d = paired_difference(a, b)
+    seeds = sorted(a)
+    ci = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).confidence_interval()
+    assert d.n == 5
+    assert d.mean == pytest.approx(np.mean([a[s] - b[s] for s in seeds]))
+    assert (d.low, d.high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+
+
+# ------------------------------------------------------------------ verdicts
+def test_verdict_better():
+    text = verdict("reusing hidden1..hidden3 frozen", Interval(10, 1.93, 1.0, 1.21, 2.64))
+    assert text == "reusing hidden1..hidden3 frozen beats scratch by 1.9 points, 95% CI [1.2, 2.6], 10 seeds"
+
+
+def test_verdict_worse_gives_the_size_of_the_loss():
+    text = verdict("reusing hidden1 frozen", Interval(8, -3.0, 1.0, -4.1, -1.9))
+    assert text == "reusing hidden1 frozen is worse than scratch by 3.0 points, 95% CI [1.9, 4.1], 8 seeds"
+
+
+def test_verdict_no_evidence_when_the_interval_holds_zero():
+    text = verdict("reusing hidden1..hidden5 frozen", Interval(5, 0.4, 1.0, -0.8, 1.6))
+    assert text.startswith("no evidence of a difference between reusing hidden1..hidden5 frozen and scratch")
+    assert "95% CI [-0.8, 1.6], 5 seeds" in text
+
+
+def test_verdict_single_seed_says_no_interval():
+    text = verdict("frozen", Interval(1, 2.0, None, None, None))
+    assert "only 1 seed, so no interval can be given" in text
+
+
+def test_verdict_small_differences_keep_two_decimals():
+    text = verdict("frozen", Interval(10, 0.05, 0.01, 0.02, 0.08))
+    assert "by 0.05 points, 95% CI [0.02, 0.08]" in text
+
+
+# ------------------------------------------------------------------ variants
+@pytest.mark.parametrize("name, drop, unfreeze, scratch", [
+    ("scratch", 0, 0, True), ("frozen", 0, 0, False), ("unfreeze-top2", 0, 2, False),
+    ("unfreeze-all", 0, "all", False), ("drop-top1", 1, 0, False), ("drop-top1-unfreeze-top2", 1, 2, False),
+])
+def test_parse_variant(name, drop, unfreeze, scratch):
+    v = study.parse_variant(name)
+    assert (v.drop, v.unfreeze, v.scratch) == (drop, unfreeze, scratch)
+
+
+def test_unknown_variant_names_the_forms_and_a_close_one():
+    with pytest.raises(ConfigError, match=r"unknown variant 'unfreze-top1'.*Did you mean 'unfreeze-top1'"):
+        study.parse_variant("unfreze-top1")
+
+
+def test_hidden_blocks_keep_batchnorm_with_its_dense():
+    net = Network.mlp((1, 4, 4), [8, 8], 3, batch_norm=True)
+    assert study.hidden_blocks(net) == [["flatten", "hidden1", "bn1", "act1"], ["hidden2", "bn2", "act2"]]
+
+
+def test_plan_describes_what_is_reused_and_trained():
+    base = tiny_base()
+    reused, unfrozen, words = study._plan(base, study.parse_variant("drop-top1-unfreeze-top1"))
+    assert reused == ["hidden1", "hidden2"] and unfrozen == ["hidden2"]
+    assert words == "reusing hidden1, hidden2, top 1 (hidden2) fine-tuned after the head"
+
+
+def test_dropping_every_hidden_layer_is_an_error():
+    with pytest.raises(ConfigError, match="drops the top 3 hidden layer.*has 3"):
+        study._plan(tiny_base(), study.parse_variant("drop-top3"))
+
+
+# ------------------------------------------------------------------ draws per seed
+def test_draw_stratified_is_reproducible_and_keeps_shares():
+    task = tiny_task()
+    a, b, c = study.draw(task, 30, seed=1), study.draw(task, 30, seed=1), study.draw(task, 30, seed=2)
+    assert torch.equal(a.train.x, b.train.x) and not torch.equal(a.train.x, c.train.x)
+    assert torch.bincount(a.train.y).tolist() == [10, 10, 10]
+    assert a.valid is task.valid and a.test is task.test
+
+
+def test_draw_balanced_takes_the_same_number_per_class():
+    x = torch.randn(100, 8)
+    y = torch.tensor([0] * 70 + [1] * 30)
+    both = torch.tensor([0, 1] * 5)
+    task = from_arrays(x, y, x[:10], both, x[:10], both)
+    drawn = study.draw(task, 40, seed=0, sampling="balanced", valid_size=4)
+    assert torch.bincount(drawn.train.y).tolist() == [20, 20]
+    assert torch.bincount(drawn.valid.y).tolist() == [2, 2]
+    with pytest.raises(DataError, match="needs 35 of class '1' but the training split has 30"):
+        study.draw(task, 70, seed=0, sampling="balanced")
+
+
+# ------------------------------------------------------------------ bad input
+def test_base_of_another_input_shape_is_refused():
+    base = Network.mlp(5, [4, 4], 2)
+    with pytest.raises(ShapeError, match=r"takes inputs of shape \(5,\) but task 'tiny' has examples of shape \(8,\)"):
+        study.run(base, tiny_task(), seeds=2, **FAST)
+
+
+def test_single_class_task_is_refused():
+    task = tiny_task()
+    ones = Split(task.train.x, torch.zeros(len(task.train), dtype=torch.long))
+    single = Dataset("one-class", ones, task.valid, task.test, task.classes, "multiclass")
+    with pytest.raises(DataError, match=r"single class in its training split \(\['c0'\]\)"):
+        study.run(tiny_base(), single, seeds=2, **FAST)
+
+
+def test_budget_larger_than_the_data_says_how_many_exist():
+    with pytest.raises(DataError, match="budget of 500 training examples is larger than the 120 that task 'tiny' has"):
+        study.run(tiny_base(), tiny_task(), seeds=2, budgets=[50, 500], **FAST)
+
+
+def test_one_seed_warns_and_the_verdict_says_so():
+    with pytest.warns(StudyWarning, match="only 1 seed: no confidence interval"):
+        result = study.run(tiny_base(), tiny_task(), seeds=1, variants=["scratch", "frozen"], **FAST)
+    assert "no interval can be given" in result.summary("frozen").verdict
+    assert result.summary("frozen").test.low is None
+
+
+def test_unknown_recipe_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key 'epocs' in \[study\].*Did you mean 'epochs'"):
+        study.load_recipe({"study": {"epocs": 3}})
+    with pytest.raises(ConfigError, match=r"unknown key 'dorp' in \[variants.mine\]"):
+        study.load_recipe({"variants": {"mine": {"dorp": 1}}})
+
+
+# ------------------------------------------------------------------ running
+def test_run_records_every_run_and_compares_with_scratch():
+    result = study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen", "unfreeze-all"],
+                       train_size=60, **FAST)
+    assert len(result.runs) == 6
+    run = result.runs[0]
+    for key in ("variant", "seed", "budget", "test", "best_val", "last_val", "epochs", "seconds", "cache"):
+        assert key in run
+    assert {r["budget"] for r in result.runs} == {60}
+    scratch = {r["seed"]: r["test"]["accuracy"] * 100 for r in result.runs if r["variant"] == "scratch"}
+    frozen = {r["seed"]: r["test"]["accuracy"] * 100 for r in result.runs if r["variant"] == "frozen"}
+    assert result.summary("frozen").difference.mean == pytest.approx(np.mean([frozen[s] - scratch[s] for s in (0, 1)]))
+    stages = [row["stage"] for row in next(r for r in result.runs if r["variant"] == "unfreeze-all")["history"]]
+    assert stages == ["head", "fine-tune", "fine-tune"]
+
+
+def test_repeated_seeds_hit_the_process_wide_cache():
+    # the whole training split is used, so every seed's frozen prefix sees the same data
+    result = study.run(tiny_base(seed=7), tiny_task(), seeds=2, variants=["frozen"], **FAST)
+    second = next(r for r in result.runs if r["seed"] == 1)
+    assert second["cache"]["misses"] == 0 and second["cache"]["hits"] == 2  # train and valid features
+
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    calls: list[tuple[str, int]] = []
+    real = study._one_run
+
+    def counting(base, variant, data, seed, *args, **kwargs):
+        calls.append((variant.name, seed))
+        if len(calls) == 3 and interrupt:
+            raise KeyboardInterrupt  # killed in the middle of the study
+        return real(base, variant, data, seed, *args, **kwargs)
+
+    monkeypatch.setattr(study, "_one_run", counting)
+    base, task = tiny_base(), tiny_task()
+    settings = dict(variants=["scratch", "frozen"], out=tmp_path, report=False, **FAST)
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        study.run(base, task, seeds=2, **settings)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["runs"]) == 2  # written after each finished run
+    interrupt, calls[:] = False, []
+    result = study.run(base, task, seeds=2, **settings)
+    assert calls == [("scratch", 1), ("frozen", 1)]
+    assert result.resumed_runs == 2 and len(result.runs) == 4
+    calls.clear()
+    study.run(base, task, seeds=3, **settings)  # one more seed: only its runs
+    assert calls == [("scratch", 2), ("frozen", 2)]
+
+
+def test_resume_refuses_results_of_other_settings(tmp_path):
+    base, task = tiny_base(), tiny_task()
+    study.run(base, task, seeds=2, variants=["frozen"], out=tmp_path, report=False, **FAST)
+    changed = {**FAST, "epochs": 4}
+    with pytest.raises(ConfigError, match=r"holds runs of a study with other settings \(epochs: 3 -> 4\)"):
+        study.run(base, task, seeds=2, variants=["frozen"], out=tmp_path, report=False, **changed)
+    result = study.run(base, task, seeds=2, variants=["frozen"], out=tmp_path, report=False, resume=False, **changed)
+    assert result.resumed_runs == 0 and {r["epochs"] for r in result.runs} == {4}
+
+
+def test_budget_curve_has_scratch_and_the_best_transfer_variant():
+    result = study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen", "drop-top1"],
+                       train_size=60, budgets=[30, 90], **FAST)
+    assert set(result.budget_curve) == {"scratch", result.best}
+    assert [p["budget"] for p in result.budget_curve["scratch"]] == [30, 60, 90]
+    assert all(p["n"] == 2 for p in result.budget_curve["scratch"])
+
+
+def test_recipe_variant_tables_define_new_variants():
+    recipe = {"study": {"seeds": 2, "variants": ["scratch", "mine"], **FAST}, "variants": {"mine": {"drop": 1}}}
+    result = study.run_recipe(recipe, base=tiny_base(), task=tiny_task())
+    assert result.summary("mine").description == "reusing hidden1, hidden2 frozen"
+
+
+def test_demo_recipe_is_the_published_recipe_with_five_seeds():
+    published = study.load_recipe(REPO / "examples/recipes/study_fashion_ab.toml")
+    demo = json.loads(json.dumps(study.DEMO_RECIPE))
+    for table in ("study", "task", "base", "reference"):
+        mine, theirs = dict(demo[table]), dict(published[table])
+        for key in ("seeds", "title", "budgets"):
+            mine.pop(key, None), theirs.pop(key, None)
+        assert mine == theirs, table
+    assert demo["study"]["seeds"] == 5 and published["study"]["seeds"] >= 10
+    assert set(demo["study"]["budgets"]) <= set(published["study"]["budgets"])
+
+
+def test_stage_learning_rates_follow_the_settings():
+    base, task = tiny_base(), tiny_task()
+    settings = study.Settings(epochs=10, head_epochs=3, optimizer={"type": "sgd", "lr": 1e-3}, head_lr=1e-2,
+                              finetune_lr_mult=0.1)
+    variant = study.parse_variant("unfreeze-top1")
+    model, unfrozen, _ = study._build(base, variant, task, seed=0)
+    stages = study._stages(model, variant, unfrozen, settings, lr=1e-3)
+    assert [(s.epochs, s.lr, s.layers(model)) for s in stages] == [
+        (3, 1e-2, ["outputs"]), (7, pytest.approx(1e-4), ["hidden3", "outputs"])]
+    frozen = study.parse_variant("frozen")
+    model, unfrozen, _ = study._build(base, frozen, task, seed=0)
+    assert [(s.epochs, s.lr) for s in study._stages(model, frozen, unfrozen, settings, lr=1e-3)] == [(10, 1e-2)]
+
+
+def test_scratch_with_drop_has_the_lower_layers_only_and_fresh_weights():
+    base = tiny_base()
+    variant = study.parse_variant("scratch", {"scratch": True, "drop": 1})
+    model, unfrozen, words = study._build(base, variant, tiny_task(), seed=3)  # the base was built with seed 0
+    assert model.layer_names == ["hidden1", "hidden2", "outputs"] and model.frozen == [] and unfrozen == []
+    assert not torch.equal(model.layer("hidden1").weight, base.layer("hidden1").weight)
+    assert words == "from scratch (hidden1, hidden2 and a head, random init)"
