@@ -50,8 +50,16 @@ demo: venv data
 test: venv data
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
+# Keras (TensorFlow backend) for the comparisons lives in its own venv, run in a subprocess.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
 bench: venv data
-	$(PY) bench/run.py
+	@if [ ! -x $(BENCH_VENV)/bin/python ]; then \
+		echo "creating $(BENCH_VENV) with tensorflow-cpu for the Keras comparisons"; \
+		$(PYTHON) -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q tensorflow-cpu==2.21.0 keras \
+		|| echo "tensorflow-cpu not installed: the Keras rows will say so"; \
+	fi
+	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

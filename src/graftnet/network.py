@@ -21,6 +21,7 @@ Selectors, accepted by every method that picks layers:
 
 from __future__ import annotations
 
+import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -254,6 +255,16 @@ class Network(nn.Sequential):
         for module in list(self._modules.values())[start:stop]:
             x = module(x)
         return x
+
+    def inference_batch_size(self, start: int = 0, budget_bytes: int = 64 * 2**20, limit: int = 8192) -> int:
+        """Examples per batch for inference from layer ``start`` on: as many as keep the
+        largest float32 activation within ``budget_bytes`` (at least 16, at most ``limit``).
+
+        A small MLP gets ``limit``; VGG16 at 150x150 (64x150x150 floats after conv1) gets 16.
+        """
+        shapes = [self.input_shape if start == 0 else self.shapes[start - 1], *self.shapes[start:]]
+        largest = max(math.prod(s) for s in shapes) * 4  # bytes of one example's largest activation
+        return int(min(max(budget_bytes // largest, 16), limit))
 
     def split(self, at: str | int) -> tuple[Network, Network]:
         """Cut after layer ``at`` into (lower, upper) networks that share this one's modules."""

@@ -39,7 +39,6 @@ from graftnet.optim import OptimizerSpec, Plateau, Schedule, optimizer_from, par
 __all__ = ["EarlyStopping", "History", "fit", "evaluate", "predict", "seed_everything", "default_device"]
 
 log = logging.getLogger("graftnet")
-EVAL_BATCH = 8192
 
 
 def seed_everything(seed: int) -> None:
@@ -117,18 +116,33 @@ class EarlyStopping:
 
 
 # ---------------------------------------------------------------- losses and metrics
-def _loss_fn(task: str, output_activation: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _loss_fn(task: str, output_activation: str, reduction: str = "sum") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The task's loss; ``reduction="batch_mean"`` is the sum divided by the batch size,
+    computed as a mean where that is the same thing (one autograd node fewer per step)."""
+    mean = reduction == "batch_mean"
+    red = "mean" if mean else "sum"
     if task == "multiclass":
         if output_activation == "softmax":  # the network outputs probabilities
-            return lambda out, y: F.nll_loss(torch.log(out.clamp_min(1e-12)), y, reduction="sum")
-        return lambda out, y: F.cross_entropy(out, y, reduction="sum")
+            return lambda out, y: F.nll_loss(torch.log(out.clamp_min(1e-12)), y, reduction=red)
+        return lambda out, y: F.cross_entropy(out, y, reduction=red)
     if task == "binary":
         if output_activation == "sigmoid":
-            return lambda out, y: F.binary_cross_entropy(out.squeeze(1), y, reduction="sum")
-        return lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(1), y, reduction="sum")
-    if task == "regression":
+            return lambda out, y: F.binary_cross_entropy(out.squeeze(1), y, reduction=red)
+        return lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(1), y, reduction=red)
+    if task == "regression":  # (B, k) targets: the per-example sum over k, averaged over the batch
+        if mean:
+            return lambda out, y: F.mse_loss(out.reshape(y.shape), y, reduction="sum") / len(y)
         return lambda out, y: F.mse_loss(out.reshape(y.shape), y, reduction="sum")
     raise ConfigError(f"unknown task {task!r}; expected multiclass, binary or regression")
+
+
+def _predict_into(task: str, output_activation: str, out: torch.Tensor, buffer: torch.Tensor) -> None:
+    """Write the batch's predicted classes into ``buffer`` (a slice of the epoch's predictions)."""
+    if task == "multiclass":
+        torch.argmax(out, 1, out=buffer)  # (B, classes) -> (B,)
+    else:
+        torch.gt(out.squeeze(1), 0.5 if output_activation == "sigmoid" else 0.0, out=buffer)
+
 
 
 def _count_correct(task: str, output_activation: str, out: torch.Tensor, y: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -171,7 +185,8 @@ def _output_activation(model: Network) -> str:
 
 # ---------------------------------------------------------------- evaluation
 @torch.inference_mode()
-def _outputs(model: Network, x: torch.Tensor, batch_size: int, device: torch.device, start: int = 0) -> torch.Tensor:
+def _outputs(model: Network, x: torch.Tensor, batch_size: int | None, device: torch.device, start: int = 0) -> torch.Tensor:
+    batch_size = batch_size or model.inference_batch_size(start)
     was_training = model.training
     model.eval()
     try:
@@ -197,7 +212,7 @@ def _scores(model: Network, task: str, out: torch.Tensor, y: torch.Tensor, metri
 
 
 def evaluate(model: Network, data: Dataset | Split, *, task: str | None = None, metrics: Sequence[str] = ("accuracy",),
-             batch_size: int = EVAL_BATCH, device: str | torch.device | None = None) -> dict[str, float]:
+             batch_size: int | None = None, device: str | torch.device | None = None) -> dict[str, float]:
     """Loss and metrics of ``model`` on a dataset's test split, or on a given split.
 
     >>> evaluate(model, fashion.test, task="multiclass")["accuracy"]
@@ -215,7 +230,7 @@ def evaluate(model: Network, data: Dataset | Split, *, task: str | None = None, 
     return _scores(model, task, out, split.y.to(device), _metric_names(task, metrics))
 
 
-def predict(model: Network, x: torch.Tensor | Split, *, proba: bool = False, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+def predict(model: Network, x: torch.Tensor | Split, *, proba: bool = False, batch_size: int | None = None) -> torch.Tensor:
     """Network outputs for ``x`` (batched, no autograd); ``proba=True`` applies softmax/sigmoid
     to a network whose last layer outputs logits."""
     x = x.x if isinstance(x, Split) else torch.as_tensor(x)
@@ -382,52 +397,66 @@ def fit(
         first_epoch, best, best_state, wait = _restore(Path(checkpoint), model, opt, scheduler, generator, history, device)
         say(f"resumed from {checkpoint} after epoch {first_epoch}")
 
-    loss_of = _loss_fn(run.task, run.act)
     trainable = [p for g in opt.param_groups for p in g["params"]]
     autocast = _autocast(precision, device)
     good_state = _cpu_state(model)
     epoch_base = len(history) - first_epoch  # epoch numbers continue across fit calls
     use_penalty = any(getattr(s, "l1", 0) or getattr(s, "l2", 0) for s in model.specs)
     use_constraints = model.has_constraints()
+    loss_of = _loss_fn(run.task, run.act, "batch_mean")
+    predicting = "accuracy" in run.metrics and run.task != "regression"
+    sizes = torch.full((steps,), float(batch_size), device=device)  # examples per step
+    sizes[-1] = n - (steps - 1) * batch_size
+
+    def train_step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, update: (the batch's mean loss, its outputs)."""
+        with autocast:
+            out = model(xb, start=run.start)
+            loss = loss_of(out.float(), yb)
+        objective = loss
+        if use_penalty:
+            penalty = model.penalty()
+            if penalty is not None:
+                objective = objective + penalty
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        if clip_value is not None:
+            torch.nn.utils.clip_grad_value_(trainable, clip_value)
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(trainable, clip_norm, foreach=True)
+        opt.step()
+        if use_constraints:
+            model.apply_constraints()
+        return loss.detach(), out.detach()
+
+    graphed = _GraphedStep.maybe(train_step, opt, device, augment, sched_spec, clip_value, clip_norm, precision)
 
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        finite = torch.ones((), device=device, dtype=torch.bool)
+        losses = torch.zeros(steps, device=device)  # each step's mean loss, read once per epoch
+        preds = torch.empty(n, device=device, dtype=torch.long if run.task == "multiclass" else torch.bool)
         for step in range(steps):
-            idx = perm[step * batch_size:(step + 1) * batch_size]
-            xb, yb = run.x[idx], run.y[idx]  # (B, ...) gathered on the device
+            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+            idx = perm[lo:hi]
+            xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
             if augment is not None:
                 xb = augment(xb, generator)
-            with autocast:
-                out = model(xb, start=run.start)
-                loss = loss_of(out.float(), yb)
-            objective = loss / len(idx)
-            if use_penalty:
-                penalty = model.penalty()
-                if penalty is not None:
-                    objective = objective + penalty
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            if clip_value is not None:
-                torch.nn.utils.clip_grad_value_(trainable, clip_value)
-            if clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(trainable, clip_norm, foreach=True)
             lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
-            opt.step()
-            if use_constraints:
-                model.apply_constraints()
+            loss, out = graphed(xb, yb) if graphed is not None and hi - lo == batch_size else train_step(xb, yb)
             if scheduler is not None and sched_spec.per_step:
                 scheduler.step()
             with torch.no_grad():
-                loss_sum += loss.detach()
-                finite &= torch.isfinite(loss.detach())
-                if run.metrics and run.task != "regression":
-                    correct += _count_correct(run.task, run.act, out.detach(), yb)
-        if not bool(finite):  # one host sync per epoch
+                losses[step] = loss
+                if predicting:
+                    _predict_into(run.task, run.act, out, preds[lo:hi])
+        with torch.no_grad():
+            loss_sum = (losses * sizes).sum()  # non-finite iff a step's loss was
+            if predicting:
+                labels = run.y.index_select(0, perm)  # (N,) in this epoch's order
+                correct = (preds == (labels if run.task == "multiclass" else labels > 0.5)).sum()
+        if not bool(torch.isfinite(loss_sum)):  # one host sync per epoch
             model.load_state_dict(good_state)
             history.stop_reason = (f"loss became non-finite in epoch {epoch + 1}; training stopped and the "
                                    f"weights of the last good epoch ({epoch}) were put back")
@@ -439,7 +468,7 @@ def fit(
         if "accuracy" in run.metrics:
             row["accuracy"] = (correct / n).item()
         if run.vx is not None:
-            vout = _outputs(model, run.vx, EVAL_BATCH, device, start=run.start)
+            vout = _outputs(model, run.vx, None, device, start=run.start)
             row.update({f"val_{k}": v for k, v in _scores(model, run.task, vout, run.vy, run.metrics).items()})
         row["lr"] = lr_used  # the rate of the epoch's last step (not the next step's)
         row["seconds"] = round(time.perf_counter() - t0, 4)
@@ -479,6 +508,63 @@ def fit(
     if stopper is not None and stopper.restore_best and best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+class _GraphedStep:
+    """The whole training step captured once in a CUDA graph and replayed per batch.
+
+    On a GPU a small network's step is ~30 kernel launches whose CPU-side cost is the
+    whole step time; a replay is one launch. The first three calls run eagerly on a side
+    stream (the warm-up capture needs), the fourth captures and replays; a change of the
+    learning rate (a per-epoch schedule) captures again. Same kernels, same results.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                 opt: torch.optim.Optimizer) -> None:
+        self.step, self.opt, self.calls = step, opt, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.lrs: tuple[float, ...] = ()
+
+    @classmethod
+    def maybe(cls, step, opt, device, augment, sched_spec, clip_value, clip_norm, precision) -> _GraphedStep | None:
+        """A graphed step where capture is safe: CUDA, fp32 (autocast's weight cache cannot be
+        captured), no augmentation, no per-step schedule, no clipping, and an optimizer whose
+        step can be captured (SGD, or capturable groups)."""
+        if device.type != "cuda" or augment is not None or clip_value is not None or clip_norm is not None:
+            return None
+        if precision != "fp32":
+            return None
+        if sched_spec is not None and sched_spec.per_step:
+            return None
+        capturable = isinstance(opt, torch.optim.SGD) or all(g.get("capturable") for g in opt.param_groups)
+        return cls(step, opt) if capturable else None
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls += 1
+        if self.calls <= self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                result = self.step(xb, yb)
+            torch.cuda.current_stream().wait_stream(side)
+            return result
+        lrs = tuple(g["lr"] for g in self.opt.param_groups)
+        if self.graph is None or lrs != self.lrs:
+            self._capture(xb, yb, lrs)
+        self.x.copy_(xb)
+        self.y.copy_(yb)
+        self.graph.replay()
+        return self.loss, self.out
+
+    def _capture(self, xb: torch.Tensor, yb: torch.Tensor, lrs: tuple[float, ...]) -> None:
+        self.x, self.y = xb.clone(), yb.clone()  # static inputs the graph reads
+        self.opt.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss, self.out = self.step(self.x, self.y)
+        self.lrs = lrs
 
 
 def _format_row(row: dict[str, Any], total: int) -> str:
