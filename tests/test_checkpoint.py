@@ -192,3 +192,48 @@ def test_killed_at_random_moments_a_whole_model_always_loads(tmp_path):
         assert any(same_weights(loaded, v) for v in versions)
         assert json.loads((Path(loaded.info["path"]) / "metadata.json").read_text())["graftnet_version"]
 
+
+
+# ---------------------------------------------------------------- atomic files
+def test_atomic_write_bytes_and_text_replace_the_file_with_umask_permissions(tmp_path):
+    import os
+
+    from graftnet.io.checkpoint import atomic_write_bytes, atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "sub" / "plot.png", b"\x89PNG data")
+        atomic_write_text(tmp_path / "sub" / "notes.txt", "caf\u00e9\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sub" / "plot.png").read_bytes() == b"\x89PNG data"
+    assert (tmp_path / "sub" / "notes.txt").read_text(encoding="utf-8") == "caf\u00e9\n"
+    assert (tmp_path / "sub" / "plot.png").stat().st_mode & 0o777 == 0o640  # 0o666 less the umask
+    atomic_write_bytes(tmp_path / "sub" / "plot.png", b"new")
+    assert (tmp_path / "sub" / "plot.png").read_bytes() == b"new"
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["notes.txt", "plot.png"]
+
+
+def test_atomic_output_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    from graftnet.io.checkpoint import atomic_output
+
+    target = tmp_path / "w.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="writer broke"):
+        with atomic_output(target) as tmp:
+            assert tmp.parent == tmp_path and tmp.suffix == ".safetensors" and tmp != target
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer broke")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_a_reloaded_model_saved_elsewhere_does_not_keep_its_old_path(tmp_path):
+    save_model(net(0), tmp_path / "a", metadata={"data": "digits"})
+    loaded = load_model(tmp_path / "a")
+    assert loaded.info["path"] == str(tmp_path / "a")
+    save_model(loaded, tmp_path / "b")
+    written = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert "path" not in written and written["data"] == "digits"
+    assert loaded.info["path"] == str(tmp_path / "a")  # the model in memory still says where it came from
+    assert load_model(tmp_path / "b").info["path"] == str(tmp_path / "b")

@@ -124,3 +124,15 @@ def test_parse_add():
     assert (parse_add("10").activation, parse_add("10::outputs").name) == (None, "outputs")
     with pytest.raises(ConfigError, match="UNITS a whole number > 0"):
         parse_add("0:relu")
+
+
+def test_inspect_of_a_grafted_model_shows_a_short_lineage(base_dir, tmp_path, capsys):
+    grafted = tmp_path / "b"
+    assert main(["graft", str(base_dir), "--reuse", "hidden[12]", "--add", "10", "--freeze", "reused",
+                 "--out", str(grafted)]) == 0
+    fingerprint = load_model(grafted).lineage["base_fingerprint"]
+    capsys.readouterr()
+    assert main(["inspect", str(grafted)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lineage:")]
+    assert lines == [f"lineage:   base a ({base_dir}, fingerprint {fingerprint[:12]}), "
+                     f"3 reused and 1 new layer(s)"]  # flatten, hidden1, hidden2 reused

@@ -278,6 +278,7 @@ def test_failed_download_explains_itself(nowhere: Path) -> None:
     with pytest.raises(DataError, match=r"(?s)Downloading failed.*network is unreachable.*apt-get install"):
         gd.fashion_mnist()
     assert not list((nowhere / "cache").rglob("*.part"))
+    assert not [p.name for p in (nowhere / "cache").rglob("*") if p.is_file()]  # no temporary file left
 
 
 # ------------------------------------------------------------------ downloads

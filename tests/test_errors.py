@@ -13,6 +13,7 @@ from graftnet.errors import (
     GraftnetError,
     ImportFormatError,
     ShapeError,
+    brief_error,
     did_you_mean,
     format_names,
 )
@@ -52,3 +53,10 @@ def test_docstring_examples_run() -> None:
 
     results = doctest.testmod(graftnet.errors)
     assert results.failed == 0 and results.attempted >= 5
+
+
+def test_brief_error_keeps_the_type_and_a_short_first_line() -> None:
+    assert brief_error(ValueError("bad header\nat byte 12")) == "ValueError: bad header"
+    assert brief_error(OSError("x" * 500)) == "OSError: " + "x" * 200
+    assert brief_error(KeyError(), with_type=False) == "KeyError"
+    assert brief_error(RuntimeError("  first\nsecond"), with_type=False) == "first"

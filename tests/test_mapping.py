@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from graftnet.errors import CheckpointError, ConfigError
+from graftnet.errors import CheckpointError, ConfigError, ShapeError
 from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
 from graftnet.layers import BatchNorm, Dense
 from graftnet.network import Network
@@ -194,3 +194,19 @@ def test_report_to_dict_is_json_and_str_is_readable() -> None:
 
 def test_empty_report_is_ok() -> None:
     assert MappingReport().ok
+
+
+def test_kernel_layouts_round_trip_and_match_keras_conventions() -> None:
+    from graftnet.io.mapping import kernel_from_torch, kernel_to_torch
+
+    dense = torch.arange(6.0).reshape(2, 3)  # Keras (in, out)
+    assert torch.equal(kernel_to_torch(dense), dense.t())
+    conv = torch.randn(3, 5, 2, 4)  # HWIO
+    oihw = kernel_to_torch(conv)
+    assert oihw.shape == (4, 2, 3, 5) and torch.equal(oihw[1, 0, 2, 4], conv[2, 4, 0, 1])
+    assert torch.equal(kernel_from_torch(oihw), conv)
+    conv1d = torch.randn(3, 2, 7)  # (W, I, O)
+    assert kernel_to_torch(conv1d).shape == (7, 2, 3)
+    assert torch.equal(kernel_from_torch(kernel_to_torch(conv1d)), conv1d)
+    with pytest.raises(ShapeError, match=r"2 to 5 axes, got shape \(4,\)"):
+        kernel_to_torch(torch.zeros(4))

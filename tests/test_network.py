@@ -209,3 +209,11 @@ def test_channels_last_flatten_orders_like_keras():
     x = torch.arange(12.0).reshape(1, 3, 2, 2)  # (B, C, H, W)
     flat = Flatten(channels_last=True).build((3, 2, 2))(x)
     assert flat.tolist() == [[0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]]
+
+
+def test_default_init_suits_the_activation_and_is_what_mlp_uses() -> None:
+    from graftnet.network import default_init
+
+    assert [default_init(a) for a in ("relu", "leaky_relu(0.2)", "elu", "gelu", "selu", "tanh", None)] == [
+        "he_normal", "he_normal", "he_normal", "he_normal", "lecun_normal", "glorot_uniform", "glorot_uniform"]
+    assert Network.mlp(4, [3], 2, activation="selu").specs[0].init == "lecun_normal"

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -625,18 +624,14 @@ def _sha256_of_content(path: Path) -> str:
 
 def _download_verified(url: str, target: Path, sha256: str) -> None:
     """Fetch ``url`` into ``target`` atomically; the uncompressed bytes must hash to ``sha256``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    from graftnet.io.checkpoint import atomic_output
+
+    with atomic_output(target) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, out)
         actual = _sha256_of_content(tmp)
         if actual != sha256:
             raise DataError(f"{url}: checksum mismatch: sha256 of the content is {actual}, expected {sha256}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def download_idx(name: str, dest: str | os.PathLike | None = None, mirrors: Sequence[str] | None = None) -> Path:
@@ -1004,14 +999,10 @@ def save_npz(dataset: Dataset, path: str | os.PathLike) -> Path:
         arrays[f"y_{split_name}"] = split.y.cpu().numpy()
     if dataset.classes is not None:
         arrays["classes"] = np.array(dataset.classes, dtype=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez_compressed(out, **arrays)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    from graftnet.io.checkpoint import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as out:
+        np.savez_compressed(out, **arrays)
     return path
 
 

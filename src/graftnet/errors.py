@@ -27,6 +27,7 @@ __all__ = [
     "ShapeError",
     "CheckpointError",
     "ImportFormatError",
+    "brief_error",
     "did_you_mean",
     "format_names",
 ]
@@ -54,6 +55,24 @@ class CheckpointError(GraftnetError, ValueError):
 
 class ImportFormatError(GraftnetError, ValueError):
     """A foreign model file (Keras, ONNX, state_dict, npz) graftnet cannot convert."""
+
+
+def brief_error(err: BaseException, *, limit: int = 200, with_type: bool = True) -> str:
+    """An exception's type and the first line of its message, cut to ``limit`` characters.
+
+    For quoting a library's exception inside a graftnet message: parsers of damaged files
+    raise messages that run over many lines or embed raw bytes.
+
+        >>> brief_error(ValueError("bad header\\nat byte 12"))
+        'ValueError: bad header'
+        >>> brief_error(OSError("disk full"), with_type=False)
+        'disk full'
+    """
+    lines = str(err).strip().splitlines()
+    first = lines[0][:limit] if lines else ""
+    if with_type:
+        return f"{type(err).__name__}: {first}"
+    return first or type(err).__name__
 
 
 def did_you_mean(name: str, options: Iterable[str]) -> str:

@@ -43,7 +43,7 @@ from graftnet.layers import (
     parse_activation,
 )
 
-__all__ = ["Network", "Selector", "SPEC_FORMAT"]
+__all__ = ["Network", "Selector", "SPEC_FORMAT", "default_init"]
 
 SPEC_FORMAT = "graftnet.network/1"
 Selector = str | int | Sequence[str] | None
@@ -115,7 +115,7 @@ class Network(nn.Sequential):
         ['hidden1', 'hidden2', 'outputs']
         """
         shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
-        init = init or _default_init(activation)
+        init = init or default_init(activation)
         layers: list[LayerSpec] = [Flatten(name="flatten")] if len(shape) > 1 else []
         for i, units in enumerate(hidden, start=1):
             layers.append(Dense(units, None if batch_norm else activation, init=init, l2=l2,
@@ -345,7 +345,12 @@ class Network(nn.Sequential):
         return f"Network({self.name!r}, layers=[{', '.join(self.layer_names)}], frozen=[{', '.join(self.frozen)}])"
 
 
-def _default_init(activation: str) -> str:
+def default_init(activation: str | None) -> str:
+    """The initializer that suits ``activation``: He for the ReLU family, LeCun for SELU, else Glorot.
+
+        >>> default_init("leaky_relu(0.2)"), default_init("selu"), default_init(None)
+        ('he_normal', 'lecun_normal', 'glorot_uniform')
+    """
     name = parse_activation(activation)[0]
     if name in ("relu", "leaky_relu", "rrelu", "elu", "gelu"):
         return "he_normal"

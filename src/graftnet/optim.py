@@ -24,7 +24,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from graftnet.errors import ConfigError, did_you_mean
-from graftnet.network import Network, Selector
+from graftnet.network import Network
 
 __all__ = [
     "SGD", "Adam", "AdamW", "Nadam", "RMSprop", "Adagrad", "OptimizerSpec", "optimizer_from",

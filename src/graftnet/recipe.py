@@ -228,6 +228,7 @@ def resolve(recipe: dict[str, Any], *, name: str = "run", source: str = "recipe"
 
 def _resolve_model(model: dict[str, Any], given_layers: bool, source: str) -> None:
     from graftnet.layers import layer_from_dict, parse_activation
+    from graftnet.network import default_init
 
     if given_layers:
         for key in _MLP_KEYS:
@@ -244,14 +245,7 @@ def _resolve_model(model: dict[str, Any], given_layers: bool, source: str) -> No
         except ConfigError as err:
             raise ConfigError(f"{source}: [model] {key}: {err}") from None
     if model["init"] == "auto":
-        model["init"] = _default_init(model["activation"])
-
-
-def _default_init(activation: str) -> str:
-    """The initializer ``Network.mlp`` picks for ``activation`` (read off a tiny network)."""
-    from graftnet.network import Network
-
-    return Network.mlp(1, [1], 1, activation=activation).specs[0].init
+        model["init"] = default_init(model["activation"])
 
 
 def _wrap(source: str, where: str, build: Callable[[], Any]) -> Any:

@@ -539,7 +539,7 @@ def render_html(blocks: Sequence[Block], images: dict[str, bytes], title: str = 
 
 def write_report(result: StudyResult, out: str | Path) -> dict[str, Path]:
     """Write report.md, report.html and the PNG plots into ``out``; returns their paths by name."""
-    from graftnet.io.checkpoint import atomic_write_text
+    from graftnet.io.checkpoint import atomic_write_bytes, atomic_write_text
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -550,11 +550,8 @@ def write_report(result: StudyResult, out: str | Path) -> dict[str, Path]:
         images["budget"] = plot_budget(result)
     paths: dict[str, Path] = {}
     for name, data in images.items():
-        path = folder / f"{name}.png"
-        tmp = folder / f".{name}.png.part"
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        paths[name] = path
+        paths[name] = folder / f"{name}.png"
+        atomic_write_bytes(paths[name], data)
     blocks = blocks_for(result, list(images))
     title = blocks[0].text
     atomic_write_text(folder / "report.md", render_markdown(blocks))

@@ -29,18 +29,16 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from graftnet.data import Dataset
 from graftnet.errors import ConfigError
-from graftnet.io.checkpoint import atomic_write_text, save_model
+from graftnet.io.checkpoint import atomic_write_bytes, atomic_write_text, json_default, save_model
 from graftnet.network import Network
 from graftnet.train import History, evaluate
 
@@ -136,7 +134,7 @@ class RunDir:
         return load_recipe(self.recipe_path)
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
-        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        atomic_write_text(self.metrics_path, json.dumps(metrics, indent=2, default=json_default) + "\n")
         return self.metrics_path
 
     def write_history(self, history: History) -> Path:
@@ -167,31 +165,6 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_drop_none(v) for v in value]
     return value
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (Path, torch.device)):
-        return str(obj)
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``atomic_write_text`` for bytes: temp file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- learning curves
@@ -242,7 +215,7 @@ def plot_learning_curves(history: History, path: str | os.PathLike, *, title: st
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

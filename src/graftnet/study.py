@@ -619,19 +619,9 @@ def _short(value: Any) -> str:
 
 
 def _write_results(path: Path, payload: dict[str, Any]) -> None:
-    from graftnet.io.checkpoint import atomic_write_text
+    from graftnet.io.checkpoint import atomic_write_text, json_default
 
-    atomic_write_text(path, json.dumps(payload, indent=1, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    raise TypeError(f"cannot store {type(obj).__name__} in JSON")
+    atomic_write_text(path, json.dumps(payload, indent=1, default=json_default) + "\n")
 
 
 def _run_key(variant: str, seed: int, budget: int) -> tuple[str, int, int]:

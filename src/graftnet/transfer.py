@@ -41,6 +41,7 @@ import torch.nn as nn
 from graftnet.cache import cache_cut, prefix_fingerprint, weights_fingerprint
 from graftnet.data import Dataset
 from graftnet.errors import CheckpointError, ConfigError, ShapeError, did_you_mean, format_names
+from graftnet.io.mapping import kernel_from_torch, kernel_to_torch
 from graftnet.layers import BatchNormModule, LayerSpec, layer_from_dict
 from graftnet.network import Network, Selector
 from graftnet.optim import OptimizerSpec, Schedule, optimizer_from, schedule_from
@@ -212,25 +213,13 @@ def _lineage(base: Network, reused: list[str], new: list[str], share: bool) -> d
 
 
 # ===================================================================== weights by hand
-# Keras' names for a layer's arrays (in state-dict order) and the transposes between layouts.
+# Keras' names for a layer's arrays (in state-dict order); kernels are transposed between layouts.
 _KERAS_NAMES = {"weight": "kernel", "bias": "bias"}
 _KERAS_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 
 
 def _same(t: torch.Tensor) -> torch.Tensor:
     return t
-
-
-def _dense_t(t: torch.Tensor) -> torch.Tensor:
-    return t.T  # kernel (in, out) <-> weight (out, in)
-
-
-def _conv_to_torch(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(3, 2, 0, 1)  # kernel (kh, kw, in, out) -> weight (out, in, kh, kw)
-
-
-def _conv_from_torch(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(2, 3, 1, 0)  # weight (out, in, kh, kw) -> kernel (kh, kw, in, out)
 
 
 def _slots(model: Network, layer: str, layout: str) -> list[tuple[str, str, torch.Tensor, Any, Any]]:
@@ -246,11 +235,12 @@ def _slots(model: Network, layer: str, layout: str) -> list[tuple[str, str, torc
     if layout == "torch":
         return [(key, key, tensor, _same, _same) for key, tensor in state]
     names = _KERAS_BN_NAMES if isinstance(module, BatchNormModule) else _KERAS_NAMES
-    transposes = {"dense": (_dense_t, _dense_t), "conv2d": (_conv_to_torch, _conv_from_torch)}
     slots = []
     for key, tensor in state:
-        to_torch, from_torch = transposes.get(kind, (_same, _same)) if key == "weight" else (_same, _same)
-        slots.append((names.get(key, key), key, tensor, to_torch, from_torch))
+        if key == "weight" and kind in ("dense", "conv2d"):  # kernel (in, out) / HWIO <-> weight (out, in) / OIHW
+            slots.append((names[key], key, tensor, kernel_to_torch, kernel_from_torch))
+        else:
+            slots.append((names.get(key, key), key, tensor, _same, _same))
     return slots
 
 

@@ -36,9 +36,11 @@ __all__ = [
     "train_kwargs",
     "parse_schedule",
     "load_model_arg",
+    "model_folder",
     "check_model_fits",
     "make_run_dir",
     "print_table",
+    "print_summary",
     "print_json",
     "EXAMPLES_FORMATTER",
 ]
@@ -140,14 +142,23 @@ def train_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- models
+def model_folder(path: str | os.PathLike) -> Path:
+    """``path`` if it is a model folder; the ``model/`` inside it if it is a run folder.
+
+        >>> model_folder("runs/fashion_mlp-20250101-120000")   # doctest: +SKIP
+        PosixPath('runs/fashion_mlp-20250101-120000/model')
+    """
+    path = Path(path)
+    if not (path / "spec.json").exists() and (path / "model" / "spec.json").exists():
+        return path / "model"
+    return path
+
+
 def load_model_arg(path: str | os.PathLike):  # -> graftnet.network.Network
     """A saved model: a model folder, or a run folder (its ``model/`` is used)."""
     from graftnet.io.checkpoint import load_model
 
-    path = Path(path)
-    if not (path / "spec.json").exists() and (path / "model" / "spec.json").exists():
-        path = path / "model"
-    return load_model(path)
+    return load_model(model_folder(path))
 
 
 def check_model_fits(model: Any, data: Any) -> None:
@@ -203,6 +214,34 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
     print("  ".join("-" * w for w in widths))
     for line in cells:
         print(fmt(line))
+
+
+def print_summary(model: Any) -> None:
+    """Print a network's layer table (name, type, output shape, params, trainable, origin) and totals.
+
+    The origin column (reused/new, from grafting) is shown only when some layer has one.
+
+        >>> print_summary(Network.mlp(4, [3], 2))   # doctest: +SKIP
+        mlp: input (None, 4)
+        layer    type         output shape  params  trainable
+        -------  -----------  ------------  ------  ---------
+        hidden1  dense(relu)  (None, 3)         15  yes
+        outputs  dense        (None, 2)          8  yes
+        params: 23 total, 23 trainable, 0 frozen
+    """
+    rows = model.summary_rows()
+    columns = ["layer", "type", "output shape", "params", "trainable"] + (
+        ["origin"] if any(r["origin"] for r in rows) else [])
+    table = [{"layer": r["name"], "type": r["type"], "output shape": _batch_shape(r["output_shape"]),
+              "params": r["params"], "trainable": r["trainable"], "origin": r["origin"]} for r in rows]
+    print_table(table, columns, title=f"{model.name}: input {_batch_shape(model.input_shape)}", right=("params",))
+    total, trainable = model.count_params(), model.count_params(trainable_only=True)
+    print(f"params: {total:,} total, {trainable:,} trainable, {total - trainable:,} frozen", flush=True)
+
+
+def _batch_shape(shape: Sequence[int]) -> str:
+    """(28, 28) -> '(None, 28, 28)', Keras' way of showing a batch of that shape."""
+    return "(None, " + ", ".join(map(str, shape)) + ")"
 
 
 def _cell(value: Any) -> str:

@@ -148,6 +148,7 @@ def _parse_rename(rules: list[str]) -> list[tuple[str, str]]:
 
 
 def _target_network(args: argparse.Namespace, fmt: str):  # -> Network
+    from graftnet.cli._common import model_folder
     from graftnet.io.checkpoint import resolve_model_dir
     from graftnet.network import Network
 
@@ -157,10 +158,7 @@ def _target_network(args: argparse.Namespace, fmt: str):  # -> Network
     if args.spec:
         source = Path(args.spec)
     elif args.like:
-        like = Path(args.like)
-        if not (like / "spec.json").exists() and (like / "model" / "spec.json").exists():
-            like = like / "model"
-        source = resolve_model_dir(like) / "spec.json"
+        source = resolve_model_dir(model_folder(args.like)) / "spec.json"
     if source is not None:
         try:
             spec = json.loads(source.read_text(encoding="utf-8"))
@@ -236,6 +234,7 @@ _SUFFIXES = {".onnx": "onnx", ".keras": "keras", ".npz": "npz", ".safetensors": 
 
 def run_export(args: argparse.Namespace) -> int:
     from graftnet.cli._common import load_model_arg
+    from graftnet.io.checkpoint import atomic_output
 
     output = Path(args.output)
     fmt = args.format or _SUFFIXES.get(output.suffix.lower())
@@ -247,14 +246,9 @@ def run_export(args: argparse.Namespace) -> int:
     if fmt != "onnx" and (args.batch_size is not None or args.opset is not None):
         raise ConfigError("--batch-size and --opset apply to --format onnx")
     model = load_model_arg(args.model)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial{output.suffix}")
-    try:
+    with atomic_output(output) as partial:  # replaces output only once the written file is verified
         _write(model, partial, fmt, args)
         summary = _verify(model, partial, fmt, args)
-        os.replace(partial, output)
-    finally:
-        partial.unlink(missing_ok=True)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

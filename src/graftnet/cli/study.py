@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from graftnet.cli._common import load_model_arg
 from graftnet.errors import ConfigError
 
 __all__ = ["COMMANDS", "register", "run_study", "run_demo"]
@@ -38,6 +39,12 @@ An interrupted study resumes from OUT/results.json (finished runs are not redone
 --no-resume starts over. The report is OUT/report.html (self-contained) and OUT/report.md."""
 
 DEMO_EPILOG = """\
+examples:
+  graftnet demo                                        5 seeds, every reuse depth; runs/demo/report.html
+  graftnet demo --seeds 2 --epochs 5 --out runs/quick  a quick look (wider intervals)
+  graftnet demo --base-cache models/demo-a             keep model A there, not in ~/.cache/graftnet/demo
+  graftnet demo --no-resume                            redo every run instead of resuming from results.json
+
 The book (Hands-On ML, 2nd ed., ch. 11) reports 97.05% for model B trained alone and
 99.25% (later 99.40%) for model B reusing model A, from single runs. The demo runs that
 experiment as the book's notebook does now (Dense 300-100-50-50-50 SELU, SGD lr 1e-3)
@@ -143,7 +150,7 @@ def run_study(args: argparse.Namespace) -> int:
         raise ConfigError("no BASE given: pass a saved model folder, or a --recipe with a [base] table")
     if args.data is None and "data" not in recipe.get("task", {}):
         raise ConfigError("no target task: pass --data TASK (e.g. fashion:B, mnist:5-9), or a --recipe with [task]")
-    base = _base_arg(args.base) if args.base else None
+    base = load_model_arg(args.base) if args.base else None
     out = Path(args.out) if args.out else Path("runs") / _slug(
         f"study-{Path(args.base).name if args.base else recipe['base'].get('name', 'base')}-"
         f"{args.data or recipe['task']['data']}")
@@ -162,15 +169,6 @@ def _set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
-
-
-def _base_arg(path: str) -> Any:
-    from graftnet.io.checkpoint import load_model
-
-    folder = Path(path)
-    if not (folder / "spec.json").exists() and (folder / "model" / "spec.json").exists():
-        folder = folder / "model"  # a run folder of `graftnet train`
-    return load_model(folder)
 
 
 def _print_result(result: Any) -> None:

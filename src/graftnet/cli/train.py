@@ -20,7 +20,7 @@ from graftnet.cli._common import (
     load_data_arg,
     load_model_arg,
     print_json,
-    print_table,
+    print_summary,
     train_kwargs,
 )
 from graftnet.errors import ConfigError, DataError, ShapeError
@@ -386,35 +386,34 @@ def _metadata_lines(model: Any) -> list[str]:
     if info.get("created"):
         lines.append(f"created:   {info['created']} with graftnet {info.get('graftnet_version', '?')}, "
                      f"torch {info.get('torch_version', '?')}")
-    lineage = model.lineage or {}
-    if lineage:
-        base = lineage.get("base") or lineage.get("source") or "?"
-        extra = {k: v for k, v in lineage.items() if k not in ("base", "source", "layers")}
-        lines.append(f"lineage:   base {base}" + "".join(f", {k} {v}" for k, v in extra.items()))
+    if model.lineage:
+        lines.append(f"lineage:   {_lineage_text(model.lineage)}")
     return lines
 
 
-def _shape(shape: Any) -> str:
-    return "(None, " + ", ".join(map(str, shape)) + ")"
+def _lineage_text(lineage: dict[str, Any]) -> str:
+    """The lineage in one line: 'base fashion-a (models/fashion-a, fingerprint 43d485511a59), 5 reused and 1 new
+    layer(s)'. The per-layer map and the base's own lineage are left to ``inspect --json``."""
+    base = lineage.get("base") or lineage.get("source") or "?"
+    details = [str(lineage["base_path"])] if lineage.get("base_path") else []
+    if lineage.get("base_fingerprint"):
+        details.append(f"fingerprint {str(lineage['base_fingerprint'])[:12]}")
+    origins = list((lineage.get("layers") or {}).values())
+    reused = len(lineage["reused"]) if "reused" in lineage else sum(o != "new" for o in origins)
+    new = len(lineage["new"]) if "new" in lineage else sum(o == "new" for o in origins)
+    return (f"base {base}" + (f" ({', '.join(details)})" if details else "") +
+            f", {reused} reused and {new} new layer(s)")
 
 
 def run_inspect(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model)
-    rows = model.summary_rows()
     if args.json:
         print_json({"name": model.name, "input_shape": list(model.input_shape),
-                    "layers": [{**r, "output_shape": list(r["output_shape"])} for r in rows],
+                    "layers": [{**r, "output_shape": list(r["output_shape"])} for r in model.summary_rows()],
                     "params": model.count_params(), "trainable_params": model.count_params(trainable_only=True),
                     "metadata": model.info, "lineage": model.lineage})
         return 0
-    columns = ["layer", "type", "output shape", "params", "trainable"] + (
-        ["origin"] if any(r["origin"] for r in rows) else [])
-    table = [{"layer": r["name"], "type": r["type"], "output shape": _shape(r["output_shape"]),
-              "params": r["params"], "trainable": r["trainable"], "origin": r["origin"]} for r in rows]
-    print_table(table, columns, title=f"{model.name}: input {_shape(model.input_shape)}",
-                right=("params",))
-    total, trainable = model.count_params(), model.count_params(trainable_only=True)
-    print(f"params: {total:,} total, {trainable:,} trainable, {total - trainable:,} frozen")
+    print_summary(model)
     for line in _metadata_lines(model):
         print(line)
     return 0

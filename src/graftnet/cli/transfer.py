@@ -12,7 +12,7 @@ from graftnet.cli._common import (
     check_model_fits,
     load_data_arg,
     load_model_arg,
-    print_table,
+    print_summary,
     train_kwargs,
 )
 from graftnet.errors import ConfigError
@@ -87,7 +87,7 @@ def parse_add(text: str):  # -> graftnet.layers.Dense
     Dense(name='hidden4', units=20, activation='relu', init='he_normal', bias=True, l1=0.0, l2=0.0, max_norm=None)
     """
     from graftnet.layers import Dense
-    from graftnet.network import _default_init
+    from graftnet.network import default_init
 
     parts = text.split(":")
     if len(parts) > 3 or not parts[0].strip().isdigit() or int(parts[0]) < 1:
@@ -95,25 +95,11 @@ def parse_add(text: str):  # -> graftnet.layers.Dense
                           f"e.g. --add 20:relu or --add 10")
     activation = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
     name = parts[2].strip() if len(parts) > 2 and parts[2].strip() else None
-    init = _default_init(activation) if activation else "glorot_uniform"
+    init = default_init(activation)
     try:
         return Dense(int(parts[0]), activation, init=init, name=name)
     except ConfigError as err:
         raise ConfigError(f"--add {text!r}: {err}") from None
-
-
-def print_summary(model: Any) -> None:
-    """The layer table with its trainable (frozen) and origin (reused/new) columns."""
-    rows = model.summary_rows()
-    columns = ["layer", "type", "output shape", "params", "trainable"] + (
-        ["origin"] if any(r["origin"] for r in rows) else [])
-    table = [{"layer": r["name"], "type": r["type"],
-              "output shape": "(None, " + ", ".join(map(str, r["output_shape"])) + ")",
-              "params": r["params"], "trainable": r["trainable"], "origin": r["origin"]} for r in rows]
-    print_table(table, columns, title=f"{model.name}: input (None, {', '.join(map(str, model.input_shape))})",
-                right=("params",))
-    total, trainable = model.count_params(), model.count_params(trainable_only=True)
-    print(f"params: {total:,} total, {trainable:,} trainable, {total - trainable:,} frozen", flush=True)
 
 
 def _test_scores(model: Any, data: Any) -> dict[str, float]:
@@ -191,8 +177,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     seed = kwargs.pop("seed", None)
     history = plan.fit(model, data, checkpoint=args.checkpoint, resume=args.resume, seed=seed, **kwargs)
     scores = _test_scores(model, data)
-    source = model.info.pop("path", None)  # where it was loaded from; the new folder is not that
-    metadata = {"finetuned_from": source, "plan": plan.to_dict(), "history": history.to_dict(),
+    metadata = {"finetuned_from": model.info.get("path"), "plan": plan.to_dict(), "history": history.to_dict(),
                 "metrics": {"test": scores}}
     _save(model, args.out or Path("models") / f"{model.name}-ft", data, metadata)
     return 0

@@ -21,13 +21,15 @@ directory loadable; in the one instant between the two renames the old one is at
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,11 @@ __all__ = [
     "save_checkpoint",
     "save_model",
     "resolve_model_dir",
+    "atomic_output",
+    "atomic_write_bytes",
     "atomic_write_text",
     "atomic_directory",
+    "json_default",
     "tensors_to_json_and_flat",
     "flat_to_tensors",
 ]
@@ -107,35 +112,71 @@ def atomic_directory(path: str | Path, write: Callable[[Path], None], *, kind: s
     return path
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically (temp file in the same folder + ``os.replace``)."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces ``path`` when the block succeeds.
+
+    The block writes the file by name (any writer that takes a path or opens one). After
+    the block the file is flushed to disk and renamed over ``path`` with ``os.replace``; if
+    the block fails, the temporary file is removed and ``path`` is untouched. The new file
+    gets the permissions a plain ``open(path, "w")`` would (``0o666`` less the umask).
+
+        >>> with atomic_output("w.safetensors") as tmp:
+        ...     save_file(tensors, str(tmp))
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # keep the suffix: some writers pick the format from it
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (temp file in the same folder + ``os.replace``).
+
+        >>> atomic_write_bytes("plot.png", buffer.getvalue())
+    """
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically (temp file in the same folder + ``os.replace``).
+
+        >>> atomic_write_text("metrics.json", json.dumps(metrics))
+    """
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n", encoding="utf-8")
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
+def json_default(obj: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: what graftnet's JSON files may hold beyond JSON.
+
+    One-element tensors and NumPy scalars become numbers, paths and devices strings, tuples
+    and sets lists, dataclasses dicts; anything else is a ``TypeError`` naming its type.
+
+        >>> json.dumps({"loss": torch.tensor(0.5), "dir": Path("runs")}, default=json_default)
+        '{"loss": 0.5, "dir": "runs"}'
+    """
+    if isinstance(obj, (Path, torch.device)):
+        return str(obj)
     if isinstance(obj, (tuple, set)):
         return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item"):  # numpy scalars
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "item"):  # one-element tensors, numpy scalars
         return obj.item()
     raise TypeError(f"cannot store {type(obj).__name__} in JSON")
 
@@ -151,7 +192,8 @@ def _write_model(tmp: Path, model: Network, metadata: dict[str, Any] | None) -> 
                         f"import a torch module first (graftnet.io.torch_state)")
     _write_json(tmp / SPEC, model.to_spec())
     save_file(_weights(model), str(tmp / WEIGHTS), metadata={"format": "graftnet"})
-    meta = {**model.info, **(metadata or {})}
+    # "path" says where a loaded model came from, not what it is: load_model sets it afresh
+    meta = {**{k: v for k, v in model.info.items() if k != "path"}, **(metadata or {})}
     meta.update(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 graftnet_version=graftnet.__version__, torch_version=torch.__version__)
     _write_json(tmp / METADATA, meta)

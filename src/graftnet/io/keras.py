@@ -50,9 +50,9 @@ import h5py
 import numpy as np
 import torch
 
-from graftnet.errors import CheckpointError, GraftnetError, ImportFormatError, format_names
-from graftnet.io.mapping import MappingReport, load_tensors
-from graftnet.io.torch_state import atomic_output
+from graftnet.errors import CheckpointError, GraftnetError, ImportFormatError, brief_error, format_names
+from graftnet.io.checkpoint import atomic_output
+from graftnet.io.mapping import MappingReport, Transform, kernel_from_torch, kernel_to_torch, load_tensors
 from graftnet.layers import (
     Activation,
     AlphaDropout,
@@ -136,12 +136,6 @@ def _fail(source: str, message: str) -> ImportFormatError:
     return ImportFormatError(f"{source}: {message}")
 
 
-def _brief(err: BaseException) -> str:
-    """An exception's type and first line, at most 200 characters (some embed raw file bytes)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
-
-
 def _read_keras_file(path: str | Path) -> _KerasFile:
     """Open a .h5/.keras/.weights.h5 file; every failure is an ``ImportFormatError``."""
     path = Path(path)
@@ -165,7 +159,7 @@ def _read_keras_file(path: str | Path) -> _KerasFile:
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError,
             MemoryError, RecursionError, EOFError, NotImplementedError, zlib.error, zipfile.BadZipFile) as err:
-        raise _fail(source, f"is truncated or corrupt ({_brief(err)})") from None
+        raise _fail(source, f"is truncated or corrupt ({brief_error(err)})") from None
     raise _fail(source, f"is not a Keras file: it starts with {magic[:8]!r}, expected an HDF5 file "
                 "(model.save('x.h5'), *.weights.h5) or a .keras zip archive")
 
@@ -180,7 +174,7 @@ def _parse_h5(source: str, path: Path | None, data: bytes | None) -> _KerasFile:
         raise
     except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, AttributeError,
             MemoryError, RecursionError, EOFError, NotImplementedError, UnicodeDecodeError) as err:
-        raise _fail(source, f"is truncated or corrupt ({_brief(err)})") from None
+        raise _fail(source, f"is truncated or corrupt ({brief_error(err)})") from None
 
 
 def _read_h5_isolated(source: str, *, path: Path | None = None, data: bytes | None = None) -> _KerasFile:
@@ -221,7 +215,7 @@ def _h5_child(source: str, path: Path | None, data: bytes | None, out: Path) -> 
     except GraftnetError as err:
         _pack_json({"error": str(err)}, {}, out)
     except Exception as err:  # noqa: BLE001 - a bug, reported to the parent, which raises it
-        _pack_json({"bug": _brief(err)}, {}, out)
+        _pack_json({"bug": brief_error(err)}, {}, out)
 
 
 def _pack_json(meta: dict[str, Any], arrays: dict[str, np.ndarray], out: Path) -> None:
@@ -326,7 +320,7 @@ def _parse_json(raw: bytes | str, where: str) -> Any:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise ImportFormatError(f"{where} is not valid JSON ({_brief(err)}); the file is truncated "
+        raise ImportFormatError(f"{where} is not valid JSON ({brief_error(err)}); the file is truncated "
                                 f"or corrupt") from None
 
 
@@ -567,11 +561,6 @@ def _chain(config: dict[str, Any], source: str) -> list[dict[str, Any]]:
 
 
 # =========================================================================== conversion
-Transform = Callable[[torch.Tensor], torch.Tensor]
-_DENSE_T: Transform = lambda k: k.t()  # noqa: E731  (in, out) -> (out, in)
-_HWIO_TO_OIHW: Transform = lambda k: k.permute(3, 2, 0, 1)  # noqa: E731
-
-
 @dataclass
 class _Plan:
     """One Keras layer turned into a graftnet layer, and where its Keras weights go."""
@@ -684,7 +673,7 @@ def _convert_dense(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
         raise _Unsupported(f"units={units!r} is not an integer")
     spec = Dense(units, _activation(cfg.get("activation")), init=_initializer(cfg.get("kernel_initializer")),
                  bias=bias, name=name, **_regularization(cfg, ctx, name, [0]))
-    return _weighted(name, "Dense", spec, bias, _DENSE_T)
+    return _weighted(name, "Dense", spec, bias, kernel_to_torch)
 
 
 def _plain_kernel(cfg: dict[str, Any]) -> None:
@@ -720,7 +709,7 @@ def _convert_conv(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
     spec = Conv2d(filters, _pair_of(cfg, "kernel_size"), strides, padding, _activation(cfg.get("activation")),
                   init=_initializer(cfg.get("kernel_initializer")), bias=bias, name=name,
                   **_regularization(cfg, ctx, name, [0, 1, 2]))
-    return _weighted(name, "Conv2D", spec, bias, _HWIO_TO_OIHW)
+    return _weighted(name, "Conv2D", spec, bias, kernel_to_torch)
 
 
 def _convert_pool(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
@@ -946,7 +935,7 @@ def load_keras(path: str | Path, *, input_shape: tuple[int, ...] | None = None) 
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
         if isinstance(err, GraftnetError):
             raise
-        raise _fail(kfile.source, f"has a malformed model config ({_brief(err)})") from None
+        raise _fail(kfile.source, f"has a malformed model config ({brief_error(err)})") from None
 
 
 def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Network, MappingReport]:
@@ -1189,9 +1178,9 @@ def _hwc_index(chw: tuple[int, int, int]) -> torch.Tensor:
 
 def _dense_from_keras(chw: tuple[int, int, int] | None) -> Transform:
     if chw is None:
-        return _DENSE_T
+        return kernel_to_torch
     inverse = torch.argsort(_hwc_index(chw))
-    return lambda k: k.t()[:, inverse]  # (HWC, out) -> (out, CHW)
+    return lambda k: kernel_to_torch(k)[:, inverse]  # (HWC, out) -> (out, CHW)
 
 
 def _graftnet_plans(net: Network) -> list[_Plan]:
@@ -1203,7 +1192,7 @@ def _graftnet_plans(net: Network) -> list[_Plan]:
         if isinstance(spec, Dense):
             plans.append(_weighted(name, "Dense", spec, spec.bias, _dense_from_keras(orders.get(name))))
         elif isinstance(spec, Conv2d):
-            plans.append(_weighted(name, "Conv2D", spec, spec.bias, _HWIO_TO_OIHW))
+            plans.append(_weighted(name, "Conv2D", spec, spec.bias, kernel_to_torch))
         elif isinstance(spec, BatchNorm):
             weights = (["gamma", "beta"] if spec.affine else []) + ["moving_mean", "moving_variance"]
             targets = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
@@ -1217,12 +1206,10 @@ def _graftnet_plans(net: Network) -> list[_Plan]:
 def _to_keras(weight: torch.Tensor, keras_class: str, keras_weight: str,
               chw: tuple[int, int, int] | None) -> np.ndarray:
     """A torch parameter in Keras' layout (the inverse of the import transforms)."""
-    if keras_weight == "kernel" and keras_class == "Dense":
-        if chw is not None:
+    if keras_weight == "kernel":
+        if keras_class == "Dense" and chw is not None:
             weight = weight[:, _hwc_index(chw)]  # (out, CHW) -> (out, HWC), Keras' Flatten order
-        weight = weight.t()  # (out, in) -> (in, out)
-    elif keras_weight == "kernel":
-        weight = weight.permute(2, 3, 1, 0)  # OIHW -> HWIO
+        weight = kernel_from_torch(weight)  # (out, in) -> (in, out); OIHW -> HWIO
     return np.ascontiguousarray(weight.detach().cpu().float().numpy())
 
 
@@ -1280,7 +1267,7 @@ def load_keras_weights(network: Network, path: str | Path, *, strict: bool = Tru
         except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
             if isinstance(err, GraftnetError):
                 raise
-            raise _fail(kfile.source, f"has a malformed model config ({_brief(err)})") from None
+            raise _fail(kfile.source, f"has a malformed model config ({brief_error(err)})") from None
     elif kfile.legacy is not None:
         by_layer = kfile.legacy
     else:

@@ -28,12 +28,40 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from graftnet.errors import CheckpointError, ConfigError, did_you_mean, format_names
+from graftnet.errors import CheckpointError, ConfigError, ShapeError, did_you_mean, format_names
 
-__all__ = ["MappingReport", "Transform", "apply_rename", "load_tensors"]
+__all__ = ["MappingReport", "Transform", "apply_rename", "kernel_from_torch", "kernel_to_torch", "load_tensors"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]  # source tensor -> tensor in the target's layout
 _COUNTER = "num_batches_tracked"  # BatchNorm's step counter: no other framework has it
+
+
+def kernel_to_torch(kernel: torch.Tensor) -> torch.Tensor:
+    """A TensorFlow/Keras kernel (spatial axes, then in, then out) in PyTorch's (out, in, *spatial).
+
+    Dense ``(in, out) -> (out, in)``; Conv2D ``(H, W, I, O) -> (O, I, H, W)``; 1-D and 3-D
+    convolutions alike. ``kernel_from_torch`` is its inverse.
+
+        >>> kernel_to_torch(torch.zeros(3, 3, 1, 32)).shape
+        torch.Size([32, 1, 3, 3])
+    """
+    _check_kernel_rank(kernel)
+    return kernel.permute(kernel.dim() - 1, kernel.dim() - 2, *range(kernel.dim() - 2))
+
+
+def kernel_from_torch(weight: torch.Tensor) -> torch.Tensor:
+    """A PyTorch weight (out, in, *spatial) in TensorFlow/Keras' layout (*spatial, in, out).
+
+        >>> kernel_from_torch(torch.zeros(32, 1, 3, 3)).shape
+        torch.Size([3, 3, 1, 32])
+    """
+    _check_kernel_rank(weight)
+    return weight.permute(*range(2, weight.dim()), 1, 0)
+
+
+def _check_kernel_rank(kernel: torch.Tensor) -> None:
+    if not 2 <= kernel.dim() <= 5:
+        raise ShapeError(f"a Dense or convolution kernel has 2 to 5 axes, got shape {tuple(kernel.shape)}")
 
 
 @dataclass

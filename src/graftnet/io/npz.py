@@ -27,9 +27,9 @@ from typing import Literal
 import numpy as np
 import torch.nn as nn
 
-from graftnet.errors import ConfigError, ImportFormatError
+from graftnet.errors import ConfigError, ImportFormatError, brief_error
+from graftnet.io.checkpoint import atomic_output
 from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
-from graftnet.io.torch_state import atomic_output
 from graftnet.network import Network
 
 __all__ = ["Layout", "load_npz", "read_npz", "save_npz"]
@@ -94,17 +94,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         if "allow_pickle" in str(err) or "Object arrays" in str(err):
             raise ImportFormatError(f"{path} holds pickled Python objects, which graftnet will not "
                                     f"load; save plain numeric arrays") from None
-        raise ImportFormatError(f"{path} cannot be read as .npz ({_brief(err)}); it is truncated or corrupt") from None
+        raise ImportFormatError(f"{path} cannot be read as .npz ({brief_error(err)}); "
+                                f"it is truncated or corrupt") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError, MemoryError,
             NotImplementedError, UnicodeDecodeError, OverflowError) as err:
-        raise ImportFormatError(f"{path} cannot be read as .npz ({_brief(err)}); it is "
+        raise ImportFormatError(f"{path} cannot be read as .npz ({brief_error(err)}); it is "
                                 f"truncated, corrupt or not an .npz file") from None
-
-
-def _brief(err: BaseException) -> str:
-    """An exception's type and first line, at most 200 characters (zipfile's embed raw bytes)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def load_npz(module: nn.Module, path: str | Path, strict: bool = True, *, layout: Layout = "torch",

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from graftnet.errors import ConfigError, ImportFormatError, ShapeError
-from graftnet.io.torch_state import atomic_output
+from graftnet.io.checkpoint import atomic_output
 
 __all__ = ["DEFAULT_OPSET", "check_onnx", "export_onnx"]
 

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 import torch.nn as nn
 
-from graftnet.errors import ConfigError, ImportFormatError, ShapeError, format_names
-from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
+from graftnet.errors import ConfigError, ImportFormatError, format_names
+from graftnet.io.mapping import MappingReport, apply_rename, kernel_to_torch, load_tensors
 
 __all__ = [
     "TFCheckpoint",
@@ -730,14 +729,6 @@ def _weighted_layers(module: nn.Module) -> list[str]:
     return list(layers)
 
 
-def _kernel_to_torch(kernel: torch.Tensor) -> torch.Tensor:
-    """TF's input-last-but-one, output-last kernels to PyTorch's (out, in, *spatial)."""
-    if not 2 <= kernel.dim() <= 5:
-        raise ShapeError(f"a TensorFlow kernel has 2 to 5 axes, got shape {tuple(kernel.shape)}")
-    # (in, out) -> (out, in); (H, W, I, O) -> (O, I, H, W); (W, I, O) -> (O, I, W); same for 3-D
-    return kernel.permute(kernel.dim() - 1, kernel.dim() - 2, *range(kernel.dim() - 2))
-
-
 def _source_names(checkpoint: TFCheckpoint, match: str) -> dict[str, tuple[str, str]]:
     """Checkpoint key -> (name to show, name to map by), for the model's variables only.
 
@@ -807,7 +798,7 @@ def load_tf_checkpoint(
         renamed = apply_rename(targets.values(), rename)
         targets = {shown: renamed[target] for shown, target in targets.items()}
     keys = {shown: key for key, (shown, _) in sources.items() if shown in targets}
-    transforms = {shown: _kernel_to_torch for shown in targets if _path_parts(shown)[-1] in _KERNELS}
+    transforms = {shown: kernel_to_torch for shown in targets if _path_parts(shown)[-1] in _KERNELS}
     report = load_tensors(network, {shown: checkpoint[key] for shown, key in keys.items()}, strict=strict,
                           transforms=transforms, source=str(checkpoint.prefix), rename=targets)
     loaded_keys = set(keys.values())

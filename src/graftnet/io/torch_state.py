@@ -16,14 +16,11 @@ activations, pooling, Flatten, Dropout) into a graftnet ``Network`` with the sam
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
 import re
-import secrets
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,8 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from graftnet.errors import GraftnetError, ImportFormatError, format_names
+from graftnet.errors import GraftnetError, ImportFormatError, brief_error, format_names
+from graftnet.io.checkpoint import atomic_output
 from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
 from graftnet.layers import (
     Activation,
@@ -49,7 +47,7 @@ from graftnet.layers import (
 )
 from graftnet.network import Network
 
-__all__ = ["RenameRules", "SUPPORTED_MODULES", "atomic_output", "from_torch_module", "load_state", "read_state",
+__all__ = ["RenameRules", "SUPPORTED_MODULES", "from_torch_module", "load_state", "read_state",
            "save_state", "spec_from_safetensors"]
 
 RenameRules = list[tuple[str, str]] | Mapping[str, str] | None
@@ -96,8 +94,8 @@ def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, MemoryError, OverflowError) as err:
-        raise ImportFormatError(f"{path} cannot be read as safetensors ({_first_line(err)}); it is truncated, "
-                                f"corrupt or not a weights file") from None
+        raise ImportFormatError(f"{path} cannot be read as safetensors ({brief_error(err, with_type=False)}); "
+                                f"it is truncated, corrupt or not a weights file") from None
 
 
 def _torch_load(path: Path) -> Any:
@@ -114,19 +112,14 @@ def _torch_load(path: Path) -> Any:
             f"weights, e.g. torch.save(model.state_dict(), path), or use safetensors") from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
             MemoryError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError) as err:
-        raise ImportFormatError(f"{path} cannot be read as a PyTorch file ({type(err).__name__}: "
-                                f"{_first_line(err)}); it is truncated, corrupt or not a torch.save file") from None
+        raise ImportFormatError(f"{path} cannot be read as a PyTorch file ({brief_error(err)}); it is "
+                                f"truncated, corrupt or not a torch.save file") from None
 
 
 def _unpickle_detail(err: BaseException) -> str:
     """What torch's weights-only unpickler refused, without its how-to-bypass advice."""
     found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
-    return found.group(1).strip()[:200] if found else _first_line(err)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__
+    return found.group(1).strip()[:200] if found else brief_error(err, with_type=False)
 
 
 def _unwrap(obj: Any, notes: list[str], source: str) -> Any:
@@ -195,28 +188,6 @@ def load_state(module: nn.Module, path_or_dict: str | Path | Mapping[str, Any], 
 
 
 # ================================================================================ saving
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """A temporary file name beside ``path`` that replaces ``path`` if the block succeeds.
-
-    The temporary file is created by the writer (so it gets the usual permissions) and is
-    removed if the block fails: ``path`` is either the old file or the complete new one.
-
-        >>> with atomic_output("w.safetensors") as tmp:
-        ...     save_file(tensors, tmp)
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_state(network: nn.Module, path: str | Path) -> Path:
     """Write ``network``'s state dict as safetensors (keys ``hidden1.weight``, ...), atomically.
 
