@@ -289,7 +289,7 @@ def _verify(model: Any, path: Path, fmt: str, args: argparse.Namespace) -> dict[
         diff = check_onnx(model, path, x)
         _check_diff(diff, path)
         return {"format": fmt, "max_abs_diff": diff,
-                "text": f"{path.name.replace('.partial', '')}: ONNX Runtime vs graftnet on a random batch "
+                "text": f"{Path(args.output).name}: ONNX Runtime vs graftnet on a random batch "
                         f"of 4: max abs difference {diff:.3g}"}
     if fmt == "keras":
         from graftnet.io.keras import load_keras
