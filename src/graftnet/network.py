@@ -157,7 +157,7 @@ class Network(nn.Sequential):
             "input_shape": list(self.input_shape),
             "layers": [s.to_dict() for s in self.specs],
             "frozen": self.frozen,
-            "bn_affine": sorted(self._bn_affine),
+            "bn_affine": self.bn_affine,
             "lineage": self.lineage,
         }
 
@@ -202,6 +202,11 @@ class Network(nn.Sequential):
     def frozen(self) -> list[str]:
         """Names of frozen layers, in network order."""
         return [n for n in self.layer_names if n in self._frozen]
+
+    @property
+    def bn_affine(self) -> list[str]:
+        """Frozen BatchNorm layers whose scale/shift still train (``freeze(bn_affine=...)``)."""
+        return [n for n in self.layer_names if n in self._bn_affine]
 
     @property
     def trainable(self) -> list[str]:

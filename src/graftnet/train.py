@@ -457,7 +457,7 @@ def fit(
                 labels = run.y.index_select(0, perm)  # (N,) in this epoch's order
                 correct = (preds == (labels if run.task == "multiclass" else labels > 0.5)).sum()
         if not bool(torch.isfinite(loss_sum)):  # one host sync per epoch
-            model.load_state_dict(good_state)
+            _put_back(model, good_state)
             history.stop_reason = (f"loss became non-finite in epoch {epoch + 1}; training stopped and the "
                                    f"weights of the last good epoch ({epoch}) were put back")
             say(history.stop_reason + (f"; the last good checkpoint is {checkpoint}" if checkpoint else ""))
@@ -506,7 +506,7 @@ def fit(
             say(history.stop_reason)
             break
     if stopper is not None and stopper.restore_best and best_state is not None:
-        model.load_state_dict(best_state)
+        _put_back(model, best_state)
     return history
 
 
@@ -577,7 +577,20 @@ def _format_row(row: dict[str, Any], total: int) -> str:
 
 
 def _cpu_state(model: Network) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """A CPU copy of what training can change: every layer but the frozen ones (a frozen
+    BatchNorm whose scale/shift train is included). Frozen weights, often most of a grafted
+    model, are not copied every epoch."""
+    fixed = set(model.frozen) - set(model.bn_affine)
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            if k.split(".", 1)[0] not in fixed}
+
+
+@torch.no_grad()
+def _put_back(model: Network, saved: dict[str, torch.Tensor]) -> None:
+    """Restore a ``_cpu_state`` copy in place (the frozen layers it leaves out did not change)."""
+    state = model.state_dict()
+    for key, value in saved.items():
+        state[key].copy_(value)
 
 
 class _NoAutocast:
