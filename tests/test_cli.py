@@ -323,3 +323,18 @@ def test_predict_csv_npy_and_npz_input(trained, tmp_path, capsys):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((3, 7)))
     assert main(["predict", str(trained), str(tmp_path / "wrong.npz")]) == 2
     assert "inputs of shape (3, 7) do not fit the model, which expects (N, 1, 8, 8)" in capsys.readouterr().err
+
+
+def test_hidden_sizes_accept_spaces_or_commas():
+    from graftnet.cli import train as cli_train
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cli_train.register(sub)
+    spaced = parser.parse_args(["train", "--hidden", "300", "100"])
+    commas = parser.parse_args(["train", "--hidden", "300,100"])
+    assert cli_train._overrides(spaced)["model"]["hidden"] == [300, 100]
+    assert cli_train._overrides(commas)["model"]["hidden"] == [300, 100]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--hidden", "300,x"])

@@ -72,6 +72,17 @@ examples:
   graftnet demo --epochs 30    # the book's figure: about 0.88-0.89 test accuracy"""
 
 
+def _units(text: str) -> list[int]:
+    """``"300"`` or ``"300,100"`` -> layer sizes (argparse flattens the lists afterwards)."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layer sizes such as 300 100 or 300,100, got {text!r}") from None
+    if not sizes or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive integers, got {text!r}")
+    return sizes
+
+
 def register(subparsers: Any) -> None:
     """Add train, evaluate, predict, inspect and demo to ``graftnet``'s subparsers."""
     _register_train(subparsers)
@@ -90,7 +101,8 @@ def _register_train(subparsers: Any) -> None:
     parser.add_argument("--resume", nargs="?", const=True, metavar="RUN_DIR",
                         help="continue an interrupted run: RUN_DIR, or the latest run of this recipe")
     model = parser.add_argument_group("model (MLP shorthand)")
-    model.add_argument("--hidden", type=int, nargs="+", metavar="UNITS", help="hidden layer sizes, e.g. 300 100")
+    model.add_argument("--hidden", type=_units, nargs="+", metavar="UNITS",
+                       help="hidden layer sizes, e.g. 300 100 (or 300,100)")
     model.add_argument("--activation", help="relu, leaky_relu(0.2), elu, selu, gelu, tanh, ...")
     model.add_argument("--dropout", type=float, metavar="RATE")
     model.add_argument("--batch-norm", action="store_const", const=True, default=None)
@@ -114,6 +126,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         train["optimizer"] = optimizer
     model = {key: getattr(args, key) for key in ("hidden", "activation", "dropout", "batch_norm")
              if getattr(args, key) is not None}
+    if "hidden" in model:  # each --hidden word is a list: "300 100" and "300,100" both give [300, 100]
+        model["hidden"] = [units for word in model["hidden"] for units in word]
     output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard}
     sections = {"model": model, "data": data_overrides(args), "train": train,
                 "output": {k: v for k, v in output.items() if v is not None}}
