@@ -14,9 +14,7 @@ rest runs each step.
 
 from __future__ import annotations
 
-import copy
 import csv
-import dataclasses
 import io
 import logging
 import math
