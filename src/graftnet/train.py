@@ -397,6 +397,8 @@ def fit(
 
     trainable = [p for g in opt.param_groups for p in g["params"]]
     autocast = _autocast(precision, device)
+    # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     good_state = _cpu_state(model)
     epoch_base = len(history) - first_epoch  # epoch numbers continue across fit calls
     use_penalty = any(getattr(s, "l1", 0) or getattr(s, "l2", 0) for s in model.specs)
@@ -417,12 +419,20 @@ def fit(
             if penalty is not None:
                 objective = objective + penalty
         opt.zero_grad(set_to_none=True)
-        objective.backward()
+        if scaler is None:
+            objective.backward()
+        else:
+            scaler.scale(objective).backward()
+            scaler.unscale_(opt)  # clipping below sees true gradients
         if clip_value is not None:
             torch.nn.utils.clip_grad_value_(trainable, clip_value)
         if clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(trainable, clip_norm, foreach=True)
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)  # skipped when the scaled gradients overflowed
+            scaler.update()
         if use_constraints:
             model.apply_constraints()
         return loss.detach(), out.detach()
@@ -527,12 +537,12 @@ class _GraphedStep:
 
     @classmethod
     def maybe(cls, step, opt, device, augment, sched_spec, clip_value, clip_norm, precision) -> _GraphedStep | None:
-        """A graphed step where capture is safe: CUDA, fp32 (autocast's weight cache cannot be
-        captured), no augmentation, no per-step schedule, no clipping, and an optimizer whose
-        step can be captured (SGD, or capturable groups)."""
+        """A graphed step where capture is safe: CUDA, fp32 or bf16 (fp16's loss scaler reads
+        back an overflow flag each step), no augmentation, no per-step schedule, no clipping,
+        and an optimizer whose step can be captured (SGD, or capturable groups)."""
         if device.type != "cuda" or augment is not None or clip_value is not None or clip_norm is not None:
             return None
-        if precision != "fp32":
+        if precision == "fp16":
             return None
         if sched_spec is not None and sched_spec.per_step:
             return None
@@ -607,7 +617,9 @@ def _autocast(precision: str, device: torch.device) -> Any:
         raise ConfigError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("fp16 autocast needs a CUDA device; use bf16 on the CPU")
-    return torch.autocast(device.type, dtype=dtypes[precision])
+    # no weight-cast cache: it cannot live inside a CUDA graph, and each weight is cast once
+    # per step anyway
+    return torch.autocast(device.type, dtype=dtypes[precision], cache_enabled=False)
 
 
 # ---------------------------------------------------------------- checkpoints
