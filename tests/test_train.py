@@ -238,3 +238,21 @@ def test_max_norm_bounds_each_unit_after_training():
     bounded = mlp(data, max_norm=1.0)
     fit(bounded, data, epochs=5, batch_size=16, lr=0.05, seed=0, **QUIET)
     assert bounded.layer("hidden1").weight.norm(dim=1).max() <= 1.0 + 1e-5
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
+    import sys
+
+    from graftnet import train as train_mod
+    from graftnet.data import from_arrays
+
+    assert train_mod._StepBar.maybe(10, None) is None  # captured stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert isinstance(train_mod._StepBar.maybe(10, None), train_mod._StepBar)
+    assert train_mod._StepBar.maybe(10, False) is None  # verbose=False: never
+    torch.manual_seed(0)
+    data = from_arrays(torch.randn(64, 4).numpy(), (torch.arange(64) % 2).numpy())
+    model = Network.mlp(4, [8], 2)
+    history = fit(model, data, epochs=2, batch_size=16)
+    assert len(history) == 2
+    assert "epoch 2/2" in capsys.readouterr().err  # the epoch line stays after the bar

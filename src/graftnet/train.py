@@ -314,6 +314,34 @@ def _make_optimizer(model: Network, spec: OptimizerSpec, device: torch.device, l
     return spec.build(groups, device)
 
 
+class _StepBar:
+    """A progress bar over one epoch's steps, on a terminal only (then cleared, leaving the
+    epoch's line). Advancing it reads nothing from the device."""
+
+    def __init__(self, steps: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.steps = steps
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=True, refresh_per_second=8)
+        self.task: Any = None
+
+    @classmethod
+    def maybe(cls, steps: int, verbose: bool | None) -> _StepBar | None:
+        return cls(steps) if verbose is not False and sys.stderr.isatty() else None
+
+    def start(self, label: str) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task(label, total=self.steps)
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.progress.stop()
+        self.progress.remove_task(self.task)
+
+
 def _reporter(verbose: bool | None) -> Callable[[str], None]:
     """Where progress lines go: stderr unless ``verbose=False`` (then only the log)."""
     if verbose is False:
@@ -439,26 +467,35 @@ def fit(
 
     graphed = _GraphedStep.maybe(train_step, opt, device, augment, sched_spec, clip_value, clip_norm, precision)
 
+    bar = _StepBar.maybe(steps, verbose)
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)
         losses = torch.zeros(steps, device=device)  # each step's mean loss, read once per epoch
         preds = torch.empty(n, device=device, dtype=torch.long if run.task == "multiclass" else torch.bool)
-        for step in range(steps):
-            lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-            idx = perm[lo:hi]
-            xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
-            if augment is not None:
-                xb = augment(xb, generator)
-            lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
-            loss, out = graphed(xb, yb) if graphed is not None and hi - lo == batch_size else train_step(xb, yb)
-            if scheduler is not None and sched_spec.per_step:
-                scheduler.step()
-            with torch.no_grad():
-                losses[step] = loss
-                if predicting:
-                    _predict_into(run.task, run.act, out, preds[lo:hi])
+        if bar is not None:
+            bar.start(f"epoch {epoch_base + epoch + 1}/{epochs + epoch_base}")
+        try:
+            for step in range(steps):
+                if bar is not None:
+                    bar.advance()
+                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                idx = perm[lo:hi]
+                xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
+                if augment is not None:
+                    xb = augment(xb, generator)
+                lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
+                loss, out = graphed(xb, yb) if graphed is not None and hi - lo == batch_size else train_step(xb, yb)
+                if scheduler is not None and sched_spec.per_step:
+                    scheduler.step()
+                with torch.no_grad():
+                    losses[step] = loss
+                    if predicting:
+                        _predict_into(run.task, run.act, out, preds[lo:hi])
+        finally:
+            if bar is not None:
+                bar.stop()
         with torch.no_grad():
             loss_sum = (losses * sizes).sum()  # non-finite iff a step's loss was
             if predicting:
