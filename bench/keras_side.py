@@ -96,8 +96,8 @@ class KerasWorker:
         self.tmp.cleanup()
 
 
-class KerasEpoch(Contender):
-    """One Keras ``fit`` epoch (timed by a callback from epoch begin to end)."""
+class _KerasContender(Contender):
+    """A model built in the Keras worker once (``setup``), then timed by ``run``."""
 
     def __init__(self, name: str, worker: KerasWorker | None, build: dict[str, Any], data: str, batch: int,
                  note: str = "", why: str = "") -> None:
@@ -109,6 +109,10 @@ class KerasEpoch(Contender):
     def setup(self) -> None:
         assert self.worker is not None
         self.built = self.worker.call(self.build["op"], id=self.id, **{k: v for k, v in self.build.items() if k != "op"})
+
+
+class KerasEpoch(_KerasContender):
+    """One Keras ``fit`` epoch (timed by a callback from epoch begin to end)."""
 
     def run(self) -> float:
         assert self.worker is not None
@@ -117,19 +121,8 @@ class KerasEpoch(Contender):
         return float(reply["seconds"])
 
 
-class KerasPredict(Contender):
+class KerasPredict(_KerasContender):
     """Keras ``predict`` over a loaded array; ``run()`` returns seconds."""
-
-    def __init__(self, name: str, worker: KerasWorker | None, build: dict[str, Any], data: str, batch: int,
-                 note: str = "", why: str = "") -> None:
-        self.name, self.worker, self.build, self.data, self.batch, self.note = name, worker, build, data, batch, note
-        self.available = worker is not None
-        self.why_unavailable = why
-        self.id = f"{name}-{id(self)}"
-
-    def setup(self) -> None:
-        assert self.worker is not None
-        self.built = self.worker.call(self.build["op"], id=self.id, **{k: v for k, v in self.build.items() if k != "op"})
 
     def run(self) -> float:
         assert self.worker is not None

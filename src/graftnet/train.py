@@ -134,13 +134,17 @@ def _loss_fn(task: str, output_activation: str, reduction: str = "sum") -> Calla
     raise ConfigError(f"unknown task {task!r}; expected multiclass, binary or regression")
 
 
+def _threshold(output_activation: str) -> float:
+    """Where a binary network's single output says "positive": 0.5 for a probability, 0 for a logit."""
+    return 0.5 if output_activation == "sigmoid" else 0.0
+
+
 def _predict_into(task: str, output_activation: str, out: torch.Tensor, buffer: torch.Tensor) -> None:
     """Write the batch's predicted classes into ``buffer`` (a slice of the epoch's predictions)."""
     if task == "multiclass":
         torch.argmax(out, 1, out=buffer)  # (B, classes) -> (B,)
     else:
-        torch.gt(out.squeeze(1), 0.5 if output_activation == "sigmoid" else 0.0, out=buffer)
-
+        torch.gt(out.squeeze(1), _threshold(output_activation), out=buffer)
 
 
 def _count_correct(task: str, output_activation: str, out: torch.Tensor, y: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -148,8 +152,7 @@ def _count_correct(task: str, output_activation: str, out: torch.Tensor, y: torc
         if k == 1:
             return (out.argmax(1) == y).sum()
         return (out.topk(k, dim=1).indices == y[:, None]).any(1).sum()
-    threshold = 0.5 if output_activation == "sigmoid" else 0.0
-    return ((out.squeeze(1) > threshold) == (y > 0.5)).sum()
+    return ((out.squeeze(1) > _threshold(output_activation)) == (y > 0.5)).sum()
 
 
 def _metric_names(task: str, metrics: Sequence[str]) -> list[str]:
