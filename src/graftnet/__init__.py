@@ -27,7 +27,8 @@ from graftnet.layers import (
     MaxPool,
     Rescaling,
 )
-from graftnet.network import Network
+from graftnet.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
+from graftnet.network import Block, Network
 from graftnet.optim import (
     SGD,
     Adagrad,
@@ -52,5 +53,6 @@ __all__ = [
     "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",
     "Adagrad", "Adam", "AdamW", "datasets", "study", "evaluate", "fit", "load_model", "predict", "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
-    "set_weights", "unfreeze_top",
+    "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
+    "Subtract",
 ]

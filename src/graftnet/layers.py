@@ -162,7 +162,10 @@ class LayerSpec:
     """Base of every layer spec: a name, and how to build and describe the layer."""
 
     type: ClassVar[str] = ""
+    merges: ClassVar[bool] = False  # True for layers that take several inputs (graftnet.merge)
     name: str | None = dataclasses.field(default=None, kw_only=True)
+    # names of the layers this one reads (None: the layer before it, or the network's input)
+    inputs: list[str] | None = dataclasses.field(default=None, kw_only=True)
 
     def build(self, in_shape: Shape) -> nn.Module:
         raise NotImplementedError
@@ -175,6 +178,8 @@ class LayerSpec:
         out: dict[str, Any] = {"type": self.type}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "inputs" and value is None:
+                continue  # a chain's spec does not spell out "the layer before"
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -541,7 +546,12 @@ def layer_from_dict(d: dict[str, Any], where: str = "layer") -> LayerSpec:
     if unknown:
         raise ConfigError(f"{where} ({kind}): unknown key(s) {', '.join(map(repr, unknown))}; "
                           f"{kind} takes {', '.join(sorted(fields))}")
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k != "type"}
+    args = {k: tuple(v) if isinstance(v, list) and k != "inputs" else v for k, v in d.items() if k != "type"}
+    if isinstance(args.get("inputs"), str):
+        args["inputs"] = [args["inputs"]]
+    if args.get("inputs") is not None and (not isinstance(args["inputs"], list)
+                                           or not all(isinstance(i, str) for i in args["inputs"])):
+        raise ConfigError(f"{where} ({kind}): inputs must be a list of layer names, got {args['inputs']!r}")
     try:
         return cls(**args)
     except TypeError as err:  # a missing required argument, e.g. dense without units

@@ -319,7 +319,7 @@ def param_groups(
     ['outputs']
     """
     layers = [(name, [p for p in module.parameters() if p.requires_grad])
-              for name, module in model.named_children()]
+              for name, module in model.named_layers()]
     layers = [(name, params) for name, params in layers if params]
     mult = {name: 1.0 for name, _ in layers}
     if layer_decay is not None:

@@ -199,7 +199,7 @@ def _check_head_shapes(specs: list[LayerSpec], below: str, shape: tuple[int, ...
 def _bring_weights(net: Network, base: Network, reused: list[str], share: bool) -> None:
     for layer in reused:
         if share:
-            net._modules[layer] = base.layer(layer)
+            net._put(layer, base.layer(layer))
         else:
             net.layer(layer).load_state_dict(base.layer(layer).state_dict())  # copies
 
