@@ -69,6 +69,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from graftnet.data import Split
 from graftnet.errors import ConfigError, GraftnetError
+from graftnet.merge import MERGE_TYPES
 from graftnet.network import Network
 
 __all__ = [
@@ -82,7 +83,7 @@ __all__ = [
 ]
 
 # Parameter-free layers whose output depends on their input only (in train and eval mode).
-_DETERMINISTIC = {"flatten", "maxpool", "avgpool", "global_avg_pool", "rescaling"}
+_DETERMINISTIC = {"flatten", "maxpool", "avgpool", "global_avg_pool", "rescaling", *MERGE_TYPES}
 _DEFAULT_BUDGET = 8 * 2**30  # RAM for features when no budget is given (at most half the memory available)
 
 
@@ -168,7 +169,8 @@ def prefix_fingerprint(prefix: Network) -> str:
     >>> prefix_fingerprint(net) == prefix_fingerprint(net)
     True
     """
-    spec = {"input_shape": list(prefix.input_shape), "layers": [s.to_dict() for s in prefix.specs]}
+    spec = {"input_shape": list(prefix.input_shape), "layers": [s.to_dict() for s in prefix.specs],
+            "outputs": list(prefix.cut_names(len(prefix)))}  # in a graph, which tensors the part returns
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
     state = prefix.state_dict(keep_vars=True)  # the tensors themselves, so their digests can be remembered
     for key in sorted(state):
@@ -363,7 +365,7 @@ class FeatureCache:
         return True
 
     def _use_channels_last(self, prefix: Network, device: torch.device) -> bool:
-        if self.channels_last is False or not any(s.type == "conv2d" for s in prefix.specs):
+        if self.channels_last is False or not any("conv" in s.type for s in prefix.specs):
             return False
         return self.channels_last is True or device.type == "cpu"
 

@@ -296,12 +296,17 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
             x, vx = cx, cvx
             after = store.stats()
             start = cut
+            crossing = model.cut_names(cut)  # the frozen outputs that trainable layers read
             cache_info = {"cache_cut": model.layer_names[cut - 1],
                           "cache_build_seconds": round(after["build_seconds"] - before["build_seconds"], 4),
                           "cache_hits": after["hits"] - before["hits"],
                           "cache_seconds": round(time.perf_counter() - t0, 4)}
-            log_fn(f"cache: layers {model.layer_names[0]}..{model.layer_names[cut - 1]} are frozen; their "
-                   f"output {tuple(x.shape[1:])} was {'reused' if cache_info['cache_hits'] else 'computed once'} "
+            if len(crossing) > 1 or crossing[0] != model.layer_names[cut - 1]:
+                cache_info["cache_tensors"] = ", ".join(crossing)
+            what = (f"their output {tuple(x.shape[1:])}" if len(crossing) == 1 else
+                    "the outputs of " + ", ".join(f"{c} {model.shape_of(c)}" for c in crossing) + " (packed)")
+            log_fn(f"cache: layers {model.layer_names[0]}..{model.layer_names[cut - 1]} ({cut} layers) are frozen; "
+                   f"{what} {'was reused' if cache_info['cache_hits'] else 'was computed once'} "
                    f"in {cache_info['cache_seconds']:.2f}s, training runs layers {model.layer_names[cut]}.. only")
     on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
     return _Run(model, device, data.task, _output_activation(model), _metric_names(data.task, metrics), start,
