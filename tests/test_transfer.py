@@ -112,7 +112,7 @@ def test_graft_copies_by_default_and_shares_when_asked(small):
 
 def test_graft_selection_must_be_a_bottom_run(small):
     base = _base(small)
-    with pytest.raises(ConfigError, match=r"leaves out hidden2, which lies below 'hidden3'.*reuse=':4'"):
+    with pytest.raises(ConfigError, match=r"leaves out hidden2, which 'hidden3' depends on.*reuse=':4'"):
         graft(base, reuse="hidden[13]", head=Dense(10))
     with pytest.raises(ConfigError, match=r"matched no layer; layers are flatten, hidden1..hidden3, outputs"):
         graft(base, reuse="hidden[6-9]", head=Dense(10))

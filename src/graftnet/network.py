@@ -904,7 +904,7 @@ def _resolve(ref: str, alias: dict[str, str], local: list[str], i: int, specs: l
         return nested[0]
     known = [k for k in alias if k in local or k == next(iter(alias))]
     raise ConfigError(f"layer {name!r} reads {ref!r}, which does not exist; it can read "
-                      f"{format_names(known)}{did_you_mean(ref, known)}")
+                      f"{format_names(known)}.{did_you_mean(ref, known)}")
 
 
 def _find_cycle(specs: list[LayerSpec], local: list[str]) -> list[str] | None:

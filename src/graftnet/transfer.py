@@ -75,14 +75,19 @@ def graft(
     share: bool = False,
     bn_affine: bool = False,
     name: str | None = None,
+    at: str | None = None,
 ) -> Network:
     """A new network: the lower layers of ``base`` picked by ``reuse``, then ``head`` on top.
 
     Args:
         base: a trained Network, or the folder of a saved one.
-        reuse: the layers to keep (a selector). They must be a bottom run of ``base``:
-            every layer with weights below the highest one selected is selected too;
-            parameter-free layers below it (``flatten``, pooling, dropout) come along.
+        reuse: the layers to keep (a selector). They must be a bottom part of ``base``:
+            every layer with weights that a selected layer depends on is selected too;
+            parameter-free layers it depends on (``flatten``, pooling, merges) come along.
+            In a graph the kept layers must end in one layer, which the head reads.
+        at: attach the head to this layer's output, keeping everything it depends on
+            (``graft(resnet, at="conv4_block6_out", head=...)``); with ``reuse`` as well,
+            ``at`` must be among the reused layers.
         head: new layer specs (or a Network whose input fits); an unnamed last Dense is
             called ``outputs`` and other unnamed Dense layers continue ``hiddenN``.
         freeze: ``True`` freezes every reused layer, a selector freezes those layers.
@@ -95,17 +100,24 @@ def graft(
     (['hidden1', 'hidden2', 'outputs'], 'reused from a:hidden1', 'new')
     """
     base = _as_network(base)
+    if at is not None and reuse == ":-1":
+        reuse = [*base.ancestors(at), at]
     reused = _bottom_run(base, reuse)
+    top = _top_of(base, reused, at, reuse)
     specs = [_copy_spec(base, n) for n in reused]
     head_net = head if isinstance(head, Network) else None
     head_specs = _head_specs(head, reused, base)
-    in_shape = base.shapes[base.index(reused[-1])]
+    if head_specs and head_specs[0].inputs is None and top != reused[-1]:
+        head_specs[0].inputs = [top]
+    in_shape = base.shape_of(top)
     if head_net is not None and tuple(head_net.input_shape) != tuple(in_shape):
         raise ShapeError(f"graft: the head network {head_net.name!r} takes input of shape "
-                         f"{tuple(head_net.input_shape)} but the reused layers end with {reused[-1]!r}, whose "
+                         f"{tuple(head_net.input_shape)} but the reused layers end with {top!r}, whose "
                          f"output has shape {tuple(in_shape)}")
-    _check_head_shapes(head_specs, reused[-1], in_shape)
-    net = Network(specs + head_specs, base.input_shape, name=name or f"{base.name}-graft")
+    _check_head_shapes(head_specs, top, in_shape)
+    blocks = {b: v for b, v in base.block_inputs.items() if not b or any(n.startswith(b + "/") for n in reused)}
+    net = Network(specs + head_specs, base.input_shape, name=name or f"{base.name}-graft",
+                  output=None if head_specs else top, input_name=base.input_name, block_inputs=blocks)
     _bring_weights(net, base, reused, share)
     if head_net is not None:
         for layer in head_net.layer_names:
@@ -132,18 +144,37 @@ def _as_network(base: Any) -> Network:
 
 
 def _bottom_run(base: Network, reuse: Selector) -> list[str]:
-    """The selected layers plus the parameter-free ones below the top selected layer."""
+    """The selected layers plus the parameter-free layers they depend on, in network order.
+
+    In a chain that is every layer up to the top selected one."""
     picked = set(base.select(reuse, what="reuse"))
     names = base.layer_names
-    top = max(names.index(n) for n in picked)
-    skipped = [n for n in names[:top] if n not in picked and _has_weights(base.layer(n))]
+    needed: set[str] = set()
+    for name in picked:
+        needed.update(base.ancestors(name))
+    skipped = [n for n in names if n in needed and n not in picked and _has_weights(base.layer(n))]
     if skipped:
+        top = max(names.index(n) for n in picked)
         raise ConfigError(
-            f"reuse={reuse!r} leaves out {', '.join(skipped)}, which lies below {names[top]!r}: a graft reuses a "
-            f"bottom run of layers (each layer feeds the next), so every layer with weights below the top reused "
-            f"layer must be reused too. To keep everything up to {names[top]!r} use reuse=':{top + 1}'; layers are "
-            f"{format_names(names)}")
-    return names[:top + 1]
+            f"reuse={reuse!r} leaves out {format_names(skipped)}, which {names[top]!r} depends on: a graft reuses a "
+            f"bottom part of the network (each layer reads the ones below it), so every layer with weights that a "
+            f"reused layer reads, directly or not, must be reused too. To keep everything up to {names[top]!r} use "
+            f"at={names[top]!r} (or reuse=':{top + 1}' in a chain); layers are {format_names(names)}")
+    return [n for n in names if n in picked or n in needed]
+
+
+def _top_of(base: Network, reused: list[str], at: str | None, reuse: Selector) -> str:
+    """The reused layer the head reads: ``at``, or the one reused layer nothing reused reads."""
+    if at is not None:
+        if at not in reused:
+            raise ConfigError(f"graft: at={at!r} is not among the reused layers ({format_names(reused)})")
+        return at
+    kept = set(reused)
+    ends = [n for n in reused if not any(r in kept for r in base.readers_of(n))]
+    if len(ends) > 1:
+        raise ConfigError(f"graft: reuse={reuse!r} keeps layers that end in {len(ends)} places ({format_names(ends)}); "
+                          f"a head reads one: say which with at=..., or reuse fewer layers")
+    return ends[0]
 
 
 def _copy_spec(base: Network, name: str) -> LayerSpec:
