@@ -48,7 +48,7 @@ def test_graft_trains_prints_and_saves_with_lineage(base_dir, tmp_path, capsys):
     assert code == 0, captured.err
     assert "origin" in captured.out and "reused from a:hidden3" in captured.out
     assert "frozen" in captured.out and "params: " in captured.out and "test: loss" in captured.out
-    assert "cache: layers flatten..hidden2 are frozen" in captured.err
+    assert "cache: layers flatten..hidden2 (3 layers) are frozen" in captured.err
     assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
     model = load_model(out)
     assert model.layer_names == ["flatten", "hidden1", "hidden2", "hidden3", "hidden4", "outputs"]
