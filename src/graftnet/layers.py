@@ -58,6 +58,7 @@ __all__ = [
     "layer_from_dict",
     "make_activation",
     "parse_activation",
+    "tf_same_padding",
 ]
 
 Shape = tuple[int, ...]
@@ -85,7 +86,7 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module] | None, tuple[str, ...], tuple[floa
     "mish": (nn.Mish, (), ()),
 }
 
-_ACTIVATION_RE = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
+_ACTIVATION_RE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
 
 
 def parse_activation(text: str | None) -> tuple[str, tuple[float, ...]]:
@@ -317,6 +318,17 @@ def _pads(padding: Padding, in_hw: tuple[int, int], kernel: tuple[int, int], str
                 *_same_pad(in_hw[1], kernel[1], stride[1], dilation[1]))
     ph, pw = _pair(padding)  # type: ignore[arg-type]
     return (ph, ph, pw, pw)
+
+
+def tf_same_padding(in_hw: tuple[int, int], kernel: Any, stride: Any = 1, dilation: Any = 1) -> Pads:
+    """TensorFlow's "same" padding of an image, (top, bottom, left, right) pixels.
+
+    >>> tf_same_padding((7, 7), 3, 2)
+    (1, 1, 1, 1)
+    >>> tf_same_padding((8, 8), 3, 2)     # the odd pixel goes to the bottom/right
+    (0, 1, 0, 1)
+    """
+    return _pads("same", in_hw, _pair(kernel), _pair(stride), _pair(dilation))
 
 
 def _check_padding(spec: LayerSpec, padding: Padding) -> None:
@@ -965,11 +977,13 @@ class _NormalizationModule(nn.Module):
         axes = () if spec.axis is None else _axes(spec, spec.axis, in_shape)
         self.view = _broadcast(axes, in_shape)
         kept = tuple(self.view[d] for d in axes)
-        mean = torch.zeros(kept) if spec.mean is None else torch.tensor(spec.mean, dtype=torch.float32)
-        variance = torch.ones(kept) if spec.variance is None else torch.tensor(spec.variance, dtype=torch.float32)
-        self.register_buffer("mean", mean.reshape(kept) if mean.numel() > 1 else mean.expand(kept).clone())
-        self.register_buffer("variance", variance.reshape(kept) if variance.numel() > 1
-                             else variance.expand(kept).clone())
+        # Statistics given in the spec are config (as in Keras: no weights); otherwise they are
+        # weights, in the state dict, loaded with the rest (Keras' adapted statistics).
+        given = spec.mean is not None and spec.variance is not None
+        for name, value, default in (("mean", spec.mean, 0.0), ("variance", spec.variance, 1.0)):
+            tensor = torch.tensor(default if value is None else value, dtype=torch.float32)
+            tensor = tensor.reshape(kept) if tensor.numel() > 1 else tensor.reshape(()).expand(kept).clone()
+            self.register_buffer(name, tensor, persistent=not given)
         self.epsilon = spec.epsilon
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -981,11 +995,12 @@ class _NormalizationModule(nn.Module):
 class Normalization(LayerSpec):
     """Keras' preprocessing Normalization: ``(x - mean) / max(sqrt(variance), epsilon)``.
 
-    ``mean`` and ``variance`` are buffers of the module (in the state dict, loaded with the
-    weights), one value per index of ``axis`` (torch's count, with the batch axis: 1 is
-    the channel axis; None: one value for everything). The spec's ``mean``/``variance``,
-    if given (a number or one value per index), are their initial values, as Keras'
-    ``Normalization(mean=..., variance=...)``; otherwise 0 and 1.
+    ``mean`` and ``variance`` hold one value per index of ``axis`` (torch's count, with the
+    batch axis: 1 is the channel axis; None: one value for everything). Given in the spec
+    (a number, or one value per index; both or neither), they are part of the config, as
+    in Keras' ``Normalization(mean=..., variance=...)``. Otherwise they are buffers in the
+    state dict (``<layer>.mean``, ``<layer>.variance``, initially 0 and 1) that load with
+    the weights, as Keras' adapted statistics do.
     """
 
     type: ClassVar[str] = "normalization"
