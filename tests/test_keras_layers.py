@@ -178,3 +178,19 @@ def test_keras_2_hard_sigmoid_is_refused(tmp_path):
         h5.attrs["keras_version"] = "2.15.0"
     with pytest.raises(ImportFormatError, match=r"'hs' \(Activation\).*Keras 2's hard_sigmoid"):
         load_keras(tmp_path / "k2.h5")
+
+
+def test_pixel_padding_keras_lacks_is_exported_as_zero_padding(tmp_path):
+    """A stride-2 convolution padded by 1 pixel on each side is not Keras' "same" (which pads
+    only the bottom/right on even sizes): the export puts a ZeroPadding2D before it."""
+    from graftnet.layers import Conv2d, DepthwiseConv2d, Flatten, SeparableConv2d
+
+    torch.manual_seed(0)
+    net = Network([Conv2d(4, 3, stride=2, padding=1, name="conv"), DepthwiseConv2d(3, padding=1, name="dw"),
+                   SeparableConv2d(3, 3, padding=(2, 0), name="sep"), Flatten(channels_last=True)], (3, 8, 8)).eval()
+    model = keras.models.load_model(save_keras(net, tmp_path / "net.keras"))
+    assert [type(layer).__name__ for layer in model.layers] == ["ZeroPadding2D", "Conv2D", "DepthwiseConv2D",
+                                                                "ZeroPadding2D", "SeparableConv2D", "Flatten"]
+    x = _keras_x()
+    diff = float(np.abs(model.predict(x, verbose=0) - _predict(net, x)).max())
+    assert diff <= TOLERANCE

@@ -23,9 +23,19 @@ Conversion is explicit, layer by layer, and keeps Keras' layer names:
     >>> print(report)                                      # every key that was loaded
     >>> save_keras(net, "back.keras")                      # keras.models.load_model reads it
 
-Supported Keras layers: see ``SUPPORTED_LAYERS``. Anything else (or an option graftnet
-cannot reproduce exactly, such as dilation or ``padding="same"`` with strides) is an
-``ImportFormatError`` that names the layer and lists what is supported.
+- a DepthwiseConv2D kernel (kh, kw, C, mult) becomes (C * mult, 1, kh, kw); a
+  SeparableConv2D's depthwise and pointwise kernels go to ``depthwise.weight`` and
+  ``pointwise.weight``; ``padding="same"`` is TensorFlow's at any stride;
+- Reshape targets are turned into graftnet's (C, H, W) order; a reshape that mixes
+  channels and pixels becomes ``Reshape(..., channels_last=True)``, which reads and fills
+  in Keras' (H, W, C) order;
+- axes (Normalization, LayerNormalization) are turned from Keras' channels-last count into
+  graftnet's (channels are axis 1); an adapted Normalization's mean and variance load into
+  its buffers (its ``count`` is left out and listed as ignored).
+
+Supported Keras layers: see ``SUPPORTED_LAYERS``. A model with other layer types is an
+``ImportFormatError`` that lists every such type and its layers at once; an option graftnet
+cannot reproduce exactly (``groups``, Keras 2's hard_sigmoid, ...) names the layer and the option.
 """
 
 from __future__ import annotations
