@@ -9,7 +9,27 @@ import torch
 import graftnet.io.onnx as onnx_io
 from graftnet.errors import ConfigError
 from graftnet.io.onnx import check_onnx, export_onnx
-from graftnet.layers import BatchNorm, Conv2d, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool
+from graftnet.layers import (
+    Activation,
+    AvgPool,
+    BatchNorm,
+    Conv2d,
+    Cropping2D,
+    Dense,
+    DepthwiseConv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LayerNormalization,
+    MaxPool,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Reshape,
+    SeparableConv2d,
+    ZeroPadding2D,
+)
 from graftnet.network import Network
 
 TOLERANCE = 1e-5
@@ -31,7 +51,29 @@ def cnn() -> Network:
     return net
 
 
-@pytest.mark.parametrize("make", [mlp, cnn])
+def backbone_layers() -> Network:
+    """Every layer keras.applications needs, with statistics that are not the initial ones."""
+    torch.manual_seed(0)
+    net = Network([
+        Rescaling((0.5, 1.0, 2.0), (0.1, 0.0, -0.1), name="rescale"), Normalization(1, name="norm"),
+        ZeroPadding2D(((0, 1), (0, 1)), name="pad"), Conv2d(8, 3, 2, "same", activation="silu", name="stem"),
+        DepthwiseConv2d(3, 2, "same", depth_multiplier=2, activation="relu6", name="dw"),
+        BatchNorm(eps=1e-3, name="bn"), ReLU(6.0, name="relu6"), ReLU(2.0, 0.1, 0.2, name="relu_threshold"),
+        SeparableConv2d(8, 3, padding="same", dilation=2, activation="hard_swish", name="sep"),
+        Conv2d(8, 2, padding="same", activation="hard_sigmoid", name="even"), Cropping2D(((1, 0), (0, 1)), name="crop"),
+        MaxPool(3, 2, "same", name="maxpool"), AvgPool(3, 2, "same", name="avgpool"),
+        LayerNormalization(1, name="ln"), GlobalMaxPool(keepdims=True, name="gmp"),
+        Reshape((8,), channels_last=True, name="reshape"), Activation("mish", name="mish"),
+        Reshape((8, 1, 1), name="se_reshape"), GlobalAvgPool(name="gap"), Dense(3, name="out"),
+    ], (3, 16, 16), name="backbone_layers")
+    with torch.no_grad():
+        net.layer("norm").mean.uniform_(-1, 1)
+        net.layer("norm").variance.uniform_(0.5, 2)
+        net.layer("bn").running_var.uniform_(0.5, 2)
+    return net
+
+
+@pytest.mark.parametrize("make", [mlp, cnn, backbone_layers])
 def test_onnx_runtime_output_equals_graftnet_output(tmp_path, make):
     net = make().train()
     path = export_onnx(net, tmp_path / "net.onnx")

@@ -23,9 +23,19 @@ Conversion is explicit, layer by layer, and keeps Keras' layer names:
     >>> print(report)                                      # every key that was loaded
     >>> save_keras(net, "back.keras")                      # keras.models.load_model reads it
 
-Supported Keras layers: see ``SUPPORTED_LAYERS``. Anything else (or an option graftnet
-cannot reproduce exactly, such as dilation or ``padding="same"`` with strides) is an
-``ImportFormatError`` that names the layer and lists what is supported.
+- a DepthwiseConv2D kernel (kh, kw, C, mult) becomes (C * mult, 1, kh, kw); a
+  SeparableConv2D's depthwise and pointwise kernels go to ``depthwise.weight`` and
+  ``pointwise.weight``; ``padding="same"`` is TensorFlow's at any stride;
+- Reshape targets are turned into graftnet's (C, H, W) order; a reshape that mixes
+  channels and pixels becomes ``Reshape(..., channels_last=True)``, which reads and fills
+  in Keras' (H, W, C) order;
+- axes (Normalization, LayerNormalization) are turned from Keras' channels-last count into
+  graftnet's (channels are axis 1); an adapted Normalization's mean and variance load into
+  its buffers (its ``count`` is left out and listed as ignored).
+
+Supported Keras layers: see ``SUPPORTED_LAYERS``. A model with other layer types is an
+``ImportFormatError`` that lists every such type and its layers at once; an option graftnet
+cannot reproduce exactly (``groups``, Keras 2's hard_sigmoid, ...) names the layer and the option.
 """
 
 from __future__ import annotations
@@ -59,14 +69,24 @@ from graftnet.layers import (
     AvgPool,
     BatchNorm,
     Conv2d,
+    Cropping2D,
     Dense,
+    DepthwiseConv2d,
     Dropout,
     Flatten,
     GlobalAvgPool,
+    GlobalMaxPool,
+    LayerNormalization,
     LayerSpec,
     MaxPool,
+    Normalization,
+    ReLU,
     Rescaling,
+    Reshape,
+    SeparableConv2d,
+    ZeroPadding2D,
     parse_activation,
+    tf_same_padding,
 )
 from graftnet.network import Network
 
@@ -81,16 +101,22 @@ __all__ = [
 ]
 
 SUPPORTED_LAYERS = (
-    "InputLayer", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-    "Flatten", "Dropout", "AlphaDropout", "BatchNormalization", "Activation", "ReLU", "LeakyReLU",
-    "ELU", "Softmax", "Rescaling", "Normalization",
+    "InputLayer", "Dense", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D",
+    "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
+    "Flatten", "Reshape", "Dropout", "AlphaDropout", "BatchNormalization", "LayerNormalization",
+    "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization",
 )
 _ALIASES = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
-            "GlobalAvgPool2D": "GlobalAveragePooling2D", "Convolution2D": "Conv2D"}
+            "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
+            "Convolution2D": "Conv2D", "SeparableConvolution2D": "SeparableConv2D"}
+_IMAGE_LAYERS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D",
+                 "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D")
 # Keras activation name -> graftnet activation string (Keras' leaky_relu *function* uses 0.2).
 _ACTIVATIONS_IN = {"linear": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
                    "softmax": "softmax", "elu": "elu", "selu": "selu", "gelu": "gelu",
-                   "leaky_relu": "leaky_relu(0.2)"}
+                   "leaky_relu": "leaky_relu(0.2)", "relu6": "relu6", "silu": "silu", "swish": "silu",
+                   "hard_sigmoid": "hard_sigmoid", "hard_silu": "hard_silu", "hard_swish": "hard_silu",
+                   "softplus": "softplus", "softsign": "softsign", "mish": "mish"}
 SUPPORTED_ACTIVATIONS = tuple(_ACTIVATIONS_IN)
 _INITIALIZERS = {"GlorotUniform": "glorot_uniform", "GlorotNormal": "glorot_normal",
                  "HeNormal": "he_normal", "HeUniform": "he_uniform", "LecunNormal": "lecun_normal",
@@ -98,7 +124,6 @@ _INITIALIZERS = {"GlorotUniform": "glorot_uniform", "GlorotNormal": "glorot_norm
 _ARCHIVE_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")
 _MAX_JSON_BYTES = 64 * 2**20
 _MAX_WEIGHTS_BYTES = 8 * 2**30
-_KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), used by Normalization
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 READ_TIMEOUT_S = 60.0  # for reading an HDF5 file, plus 1 s per 20 MB (see _read_h5_isolated)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -573,7 +598,8 @@ class _Plan:
     transforms: dict[str, Transform] = field(default_factory=dict)
     fills: dict[str, float] = field(default_factory=dict)  # torch params Keras lacks -> constant
     optional: dict[str, float] = field(default_factory=dict)  # Keras weights a file may lack -> value
-    consumes: bool = False  # weights are folded into the spec (Normalization), not loaded
+    consumes: bool = False  # weights are folded into the spec, not loaded
+    dropped: list[str] = field(default_factory=list)  # Keras weights graftnet has no use for (a count)
     frozen: bool = False
 
 
@@ -585,6 +611,7 @@ class _Context:
     layout: str  # "channels_last" | "channels_first": how Keras held the (C, H, W) tensor
     weights: Callable[[str], list[tuple[str, np.ndarray]]]
     notes: list[str]
+    keras_major: int = 3  # Keras 2's hard_sigmoid is 0.2 x + 0.5, Keras 3's relu6(x + 3) / 6
 
 
 class _Unsupported(Exception):
@@ -609,9 +636,12 @@ def _pair_of(cfg: dict[str, Any], key: str, default: Any = None) -> tuple[int, i
     raise _Unsupported(f"{key}={value!r} is not one or two positive integers")
 
 
-def _activation(value: Any) -> str | None:
+def _activation(value: Any, ctx: _Context | None = None) -> str | None:
     if value is None:
         return None
+    if value == "hard_sigmoid" and ctx is not None and ctx.keras_major < 3:
+        raise _Unsupported("Keras 2's hard_sigmoid (clip(0.2 x + 0.5, 0, 1)) is not supported; graftnet's "
+                           "is Keras 3's relu6(x + 3) / 6")
     if not isinstance(value, str) or value not in _ACTIVATIONS_IN:
         shown = value.get("class_name", value) if isinstance(value, dict) else value
         raise _Unsupported(f"activation {shown!r} is not supported; supported activations: "
@@ -689,46 +719,133 @@ def _weighted(name: str, cls: str, spec: LayerSpec, bias: bool, transform: Trans
     return _Plan(name, cls, spec, weights, targets, {"kernel": transform})
 
 
-def _convert_conv(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
-    _need_rank(ctx, 3, "Conv2D needs an image input")
+def _window(cfg: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+    """kernel_size, stride, padding and dilation of a Keras convolution, checked."""
+    _need_rank(ctx, 3, "a convolution needs an image input")
     _need_layout(cfg, ctx)
     _plain_kernel(cfg)
-    if _pair_of(cfg, "dilation_rate", 1) != (1, 1):
-        raise _Unsupported(f"dilation_rate={cfg.get('dilation_rate')} is not supported (only 1)")
+    padding = cfg.get("padding", "valid")
+    if padding not in ("valid", "same"):
+        raise _Unsupported(f"padding={padding!r} is not supported ('valid' or 'same')")
+    return {"kernel_size": _pair_of(cfg, "kernel_size"), "stride": _pair_of(cfg, "strides", 1),
+            "padding": padding, "dilation": _pair_of(cfg, "dilation_rate", 1)}
+
+
+def _int_option(cfg: dict[str, Any], key: str, default: Any = None) -> int:
+    value = cfg.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Unsupported(f"{key}={value!r} is not an integer")
+    return value
+
+
+def _convert_conv(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    window = _window(cfg, ctx)
     if cfg.get("groups", 1) != 1:
         raise _Unsupported(f"groups={cfg.get('groups')} is not supported (only 1)")
-    strides, padding = _pair_of(cfg, "strides", 1), cfg.get("padding", "valid")
-    if padding not in ("valid", "same") or (padding == "same" and strides != (1, 1)):
-        raise _Unsupported(f"padding={padding!r} with strides={list(strides)} is not supported: "
-                           f"graftnet imports padding 'valid', and 'same' with stride 1 (TensorFlow pads "
-                           f"'same' asymmetrically when striding)")
     bias = bool(cfg.get("use_bias", True))
-    filters = cfg.get("filters")
-    if not isinstance(filters, int) or isinstance(filters, bool):
-        raise _Unsupported(f"filters={filters!r} is not an integer")
-    spec = Conv2d(filters, _pair_of(cfg, "kernel_size"), strides, padding, _activation(cfg.get("activation")),
+    spec = Conv2d(_int_option(cfg, "filters"), activation=_activation(cfg.get("activation"), ctx),
                   init=_initializer(cfg.get("kernel_initializer")), bias=bias, name=name,
-                  **_regularization(cfg, ctx, name, [0, 1, 2]))
+                  **window, **_regularization(cfg, ctx, name, [0, 1, 2]))
     return _weighted(name, "Conv2D", spec, bias, kernel_to_torch)
+
+
+def _depthwise_to_torch(kernel: torch.Tensor) -> torch.Tensor:
+    """Keras' depthwise kernel (kh, kw, C, mult) -> torch's (C * mult, 1, kh, kw)."""
+    kh, kw, channels, multiplier = kernel.shape
+    return kernel.reshape(kh, kw, channels * multiplier).permute(2, 0, 1).unsqueeze(1)
+
+
+def _depthwise_from_torch(weight: torch.Tensor, multiplier: int) -> torch.Tensor:
+    """torch's (C * mult, 1, kh, kw) -> Keras' (kh, kw, C, mult)."""
+    out, _, kh, kw = weight.shape
+    return weight.squeeze(1).permute(1, 2, 0).reshape(kh, kw, out // multiplier, multiplier)
+
+
+def _convert_depthwise(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    window = _window(cfg, ctx)
+    bias = bool(cfg.get("use_bias", True))
+    regularizer_cfg = {**cfg, "kernel_regularizer": cfg.get("depthwise_regularizer"),
+                       "kernel_constraint": cfg.get("depthwise_constraint")}
+    spec = DepthwiseConv2d(depth_multiplier=_int_option(cfg, "depth_multiplier", 1),
+                           activation=_activation(cfg.get("activation"), ctx),
+                           init=_initializer(cfg.get("depthwise_initializer")), bias=bias, name=name,
+                           **window, **_regularization(regularizer_cfg, ctx, name, [0, 1, 2]))
+    return _weighted(name, "DepthwiseConv2D", spec, bias, _depthwise_to_torch)
+
+
+def _convert_separable(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    window = _window(cfg, ctx)
+    bias = bool(cfg.get("use_bias", True))
+    for key in ("depthwise_regularizer", "pointwise_regularizer", "depthwise_constraint", "pointwise_constraint"):
+        if cfg.get(key):
+            ctx.notes.append(f"{name}: {key} dropped (graftnet's SeparableConv2d has none)")
+    spec = SeparableConv2d(_int_option(cfg, "filters"), depth_multiplier=_int_option(cfg, "depth_multiplier", 1),
+                           activation=_activation(cfg.get("activation"), ctx),
+                           init=_initializer(cfg.get("depthwise_initializer")), bias=bias, name=name, **window)
+    return _separable_plan(name, spec)
+
+
+def _separable_plan(name: str, spec: SeparableConv2d) -> _Plan:
+    weights = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if spec.bias else [])
+    targets = {"depthwise_kernel": "depthwise.weight", "pointwise_kernel": "pointwise.weight",
+               "bias": "pointwise.bias"}
+    return _Plan(name, "SeparableConv2D", spec, weights, {w: targets[w] for w in weights},
+                 {"depthwise_kernel": _depthwise_to_torch, "pointwise_kernel": kernel_to_torch})
 
 
 def _convert_pool(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
     _need_rank(ctx, 3, f"{cls} needs an image input")
     _need_layout(cfg, ctx)
-    if cfg.get("padding", "valid") != "valid":
-        raise _Unsupported(f"padding={cfg.get('padding')!r} is not supported (only 'valid')")
+    padding = cfg.get("padding", "valid")
+    if padding not in ("valid", "same"):
+        raise _Unsupported(f"padding={padding!r} is not supported ('valid' or 'same')")
     pool = _pair_of(cfg, "pool_size", 2)
     strides = _pair_of(cfg, "strides") if cfg.get("strides") is not None else pool
     spec_cls = MaxPool if cls == "MaxPooling2D" else AvgPool
-    return _Plan(name, cls, spec_cls(pool, strides, name=name))
+    return _Plan(name, cls, spec_cls(pool, strides, padding, name=name))
 
 
-def _convert_gap(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
-    _need_rank(ctx, 3, "GlobalAveragePooling2D needs an image input")
+def _convert_global_pool(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
+    _need_rank(ctx, 3, f"{cls} needs an image input")
     _need_layout(cfg, ctx)
-    if cfg.get("keepdims"):
-        raise _Unsupported("keepdims=True is not supported")
-    return _Plan(name, "GlobalAveragePooling2D", GlobalAvgPool(name=name))
+    spec_cls = GlobalMaxPool if cls == "GlobalMaxPooling2D" else GlobalAvgPool
+    # keepdims: Keras' (1, 1, C) is graftnet's (C, 1, 1), the same values in the same order
+    return _Plan(name, cls, spec_cls(keepdims=bool(cfg.get("keepdims", False)), name=name))
+
+
+def _convert_padding(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
+    _need_rank(ctx, 3, f"{cls} needs an image input")
+    _need_layout(cfg, ctx)
+    key = "padding" if cls == "ZeroPadding2D" else "cropping"
+    spec = (ZeroPadding2D if cls == "ZeroPadding2D" else Cropping2D)(cfg.get(key, 1), name=name)
+    return _Plan(name, cls, spec)
+
+
+def _reshape_orders_agree(in_shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether a row-major reshape over graftnet's order equals Keras' over channels-last data."""
+    index = torch.arange(math.prod(in_shape), dtype=torch.float32).reshape(1, *in_shape)
+    plain = Reshape(target).build(in_shape)(index)
+    keras_order = Reshape(target, channels_last=True).build(in_shape)(index)
+    return bool(torch.equal(plain, keras_order))
+
+
+def _convert_reshape(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    target = cfg.get("target_shape")
+    if not isinstance(target, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+        raise _Unsupported(f"target_shape={target!r} is not a list of integers")
+    target_shape = tuple(target)
+    if len(target_shape) > 3:
+        raise _Unsupported(f"target_shape={target} has {len(target)} axes; graftnet holds vectors and images")
+    if ctx.layout == "channels_first":  # Keras reshapes the (C, H, W) tensor as it is
+        return _Plan(name, "Reshape", Reshape(target_shape, name=name))
+    if len(target_shape) == 3:
+        h, w, c = target_shape
+        target_shape = (c, h, w)  # Keras' (H, W, C) -> graftnet's (C, H, W)
+    spec = Reshape(target_shape, channels_last=True, name=name)
+    resolved = spec.output_shape(ctx.shape)
+    if _reshape_orders_agree(ctx.shape, resolved):  # e.g. (C,) -> (C, 1, 1): no transposes needed
+        spec = Reshape(target_shape, name=name)
+    return _Plan(name, "Reshape", spec)
 
 
 def _convert_flatten(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
@@ -780,11 +897,13 @@ def _convert_batchnorm(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
 
 def _convert_activation(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
     if cls == "Activation":
-        act = _activation(cfg.get("activation"))
+        act = _activation(cfg.get("activation"), ctx)
     elif cls == "ReLU":
-        if cfg.get("max_value") is not None or _num(cfg, "threshold", 0.0) != 0.0:
-            raise _Unsupported("max_value/threshold are not supported (plain or leaky ReLU only)")
+        max_value, threshold = _num(cfg, "max_value"), float(_num(cfg, "threshold", 0.0))
         slope = float(_num(cfg, "negative_slope", 0.0))
+        if max_value is not None or threshold != 0.0:
+            return _Plan(name, cls, ReLU(None if max_value is None else float(max_value), threshold, slope,
+                                         name=name))
         act = "relu" if slope == 0.0 else f"leaky_relu({slope!r})"
     elif cls == "LeakyReLU":
         act = f"leaky_relu({float(_num(cfg, 'negative_slope', _num(cfg, 'alpha', 0.3)))!r})"
@@ -797,36 +916,95 @@ def _convert_activation(name: str, cfg: dict[str, Any], ctx: _Context, cls: str)
     return _Plan(name, cls, Activation(act or "linear", name=name))
 
 
-def _scalar(value: Any, what: str) -> float:
-    """A number, or a Keras-serialised array whose entries are all equal."""
+def _values(value: Any, what: str) -> float | tuple[float, ...]:
+    """A number, or a list (or a Keras-serialised array) of one value per channel."""
     if isinstance(value, dict) and value.get("class_name") == "__numpy__":
         value = (value.get("config") or {}).get("value")
-    array = np.asarray(value, dtype=np.float64).reshape(-1)
-    if array.size == 0 or not np.all(array == array[0]):
-        raise _Unsupported(f"{what} varies per feature ({array.size} values); graftnet's Rescaling "
-                           f"takes one scale and one offset")
-    return float(array[0])
+    try:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise _Unsupported(f"{what}={str(value)[:80]} is not a number or a list of numbers") from None
+    if array.size == 0:
+        raise _Unsupported(f"{what} is empty")
+    if np.all(array == array[0]):
+        return float(array[0])
+    return tuple(float(v) for v in array)
+
+
+def _need_channel_vector(values: float | tuple[float, ...], what: str, ctx: _Context) -> None:
+    """Keras broadcasts a list against the last axis: graftnet's channels only if channels-last."""
+    if isinstance(values, tuple) and len(ctx.shape) == 3 and ctx.layout == "channels_first":
+        raise _Unsupported(f"{what} has {len(values)} values for the last axis of a channels_first image "
+                           f"(its width); graftnet takes one value per channel")
 
 
 def _convert_rescaling(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
-    return _Plan(name, "Rescaling", Rescaling(_scalar(cfg.get("scale", 1.0), "scale"),
-                                              _scalar(cfg.get("offset", 0.0), "offset"), name=name))
+    scale, offset = _values(cfg.get("scale", 1.0), "scale"), _values(cfg.get("offset", 0.0), "offset")
+    _need_channel_vector(scale, "scale", ctx)
+    _need_channel_vector(offset, "offset", ctx)
+    return _Plan(name, "Rescaling", Rescaling(scale, offset, name=name))
+
+
+def _keras_axes(axis: Any, ctx: _Context) -> tuple[tuple[int, ...], list[int]]:
+    """Keras axes (with the batch axis, channels-last images) as graftnet's, and the permutation
+    that puts an array over Keras' axes (sorted) into graftnet's (sorted) order."""
+    rank = len(ctx.shape) + 1
+    axes = [axis] if isinstance(axis, int) and not isinstance(axis, bool) else axis
+    if not isinstance(axes, list) or not axes or not all(isinstance(a, int) and -rank <= a < rank for a in axes):
+        raise _Unsupported(f"axis={axis!r} is not an axis of a tensor of rank {rank}")
+    keras_axes = sorted({a % rank for a in axes})
+    if 0 in keras_axes:
+        raise _Unsupported(f"axis={axis!r} includes the batch axis")
+    if rank == 4 and ctx.layout == "channels_last":
+        to_graftnet = {1: 2, 2: 3, 3: 1}  # Keras (N, H, W, C) -> graftnet (N, C, H, W)
+        mapped = [to_graftnet[a] for a in keras_axes]
+    else:
+        mapped = list(keras_axes)
+    return tuple(sorted(mapped)), [int(i) for i in np.argsort(mapped)]
+
+
+def _permuted(perm: list[int]) -> Transform | None:
+    if perm == sorted(perm):
+        return None
+    return lambda array: array.permute(*perm)
 
 
 def _convert_normalization(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
     if cfg.get("invert"):
         raise _Unsupported("invert=True is not supported")
-    mean, variance, consumes = cfg.get("mean"), cfg.get("variance"), False
-    if mean is None or variance is None:
-        weights = dict(ctx.weights(name))
-        if "mean" not in weights or "variance" not in weights:
-            raise _Unsupported("the file holds no mean and variance for it (was it adapted?)")
-        mean, variance, consumes = weights["mean"], weights["variance"], True
-    mean_value, var_value = _scalar(mean, "mean"), _scalar(variance, "variance")
-    scale = 1.0 / max(math.sqrt(var_value), _KERAS_EPSILON)
-    ctx.notes.append(f"{name}: Normalization(mean={mean_value:.6g}, variance={var_value:.6g}) "
-                     f"imported as Rescaling(scale={scale:.6g}, offset={-mean_value * scale:.6g})")
-    return _Plan(name, "Normalization", Rescaling(scale, -mean_value * scale, name=name), consumes=consumes)
+    keras_axis = cfg.get("axis", -1)
+    axis, perm = (None, [0]) if keras_axis in (None, []) else _keras_axes(keras_axis, ctx)  # Keras saves None as []
+    if len(perm) > 1 and _permuted(perm) is not None:
+        raise _Unsupported(f"axis={cfg.get('axis')} keeps several axes in an order graftnet does not reproduce")
+    mean, variance = cfg.get("mean"), cfg.get("variance")
+    graftnet_axis = None if axis is None else (axis[0] if len(axis) == 1 else axis)
+    if mean is not None and variance is not None:  # given in the config: Keras stores no weights
+        spec = Normalization(graftnet_axis, _values(mean, "mean"), _values(variance, "variance"), name=name)
+        return _Plan(name, "Normalization", spec)
+    if not ctx.weights(name):
+        raise _Unsupported("the file holds no mean and variance for it (was it adapted?)")
+    spec = Normalization(graftnet_axis, name=name)
+    reshape: Transform = lambda array: array.reshape(-1) if array.dim() > 1 else array  # noqa: E731
+    return _Plan(name, "Normalization", spec, ["mean", "variance", "count"],
+                 {"mean": "mean", "variance": "variance"}, {"mean": reshape, "variance": reshape},
+                 dropped=["count"])
+
+
+def _convert_layer_norm(name: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    if cfg.get("rms_scaling"):
+        raise _Unsupported("rms_scaling=True is not supported")
+    axes, perm = _keras_axes(cfg.get("axis", -1), ctx)
+    center, scale = bool(cfg.get("center", True)), bool(cfg.get("scale", True))
+    spec = LayerNormalization(axes[0] if len(axes) == 1 else axes, float(_num(cfg, "epsilon", 1e-3)),
+                              center, scale, name=name)
+    return _layer_norm_plan(name, spec, _permuted(perm))
+
+
+def _layer_norm_plan(name: str, spec: LayerNormalization, transform: Transform | None) -> _Plan:
+    weights = (["gamma"] if spec.scale else []) + (["beta"] if spec.center else [])
+    targets = {"gamma": "weight", "beta": "bias"}
+    transforms = {w: transform for w in weights} if transform is not None else {}
+    return _Plan(name, "LayerNormalization", spec, weights, {w: targets[w] for w in weights}, transforms)
 
 
 def _convert_dropout(name: str, cfg: dict[str, Any], ctx: _Context, cls: str) -> _Plan:
@@ -844,15 +1022,22 @@ def _convert(entry: dict[str, Any], ctx: _Context) -> _Plan:
     converters: dict[str, Callable[[], _Plan]] = {
         "Dense": lambda: _convert_dense(name, cfg, ctx),
         "Conv2D": lambda: _convert_conv(name, cfg, ctx),
+        "DepthwiseConv2D": lambda: _convert_depthwise(name, cfg, ctx),
+        "SeparableConv2D": lambda: _convert_separable(name, cfg, ctx),
         "MaxPooling2D": lambda: _convert_pool(name, cfg, ctx, cls),
         "AveragePooling2D": lambda: _convert_pool(name, cfg, ctx, cls),
-        "GlobalAveragePooling2D": lambda: _convert_gap(name, cfg, ctx),
+        "GlobalAveragePooling2D": lambda: _convert_global_pool(name, cfg, ctx, cls),
+        "GlobalMaxPooling2D": lambda: _convert_global_pool(name, cfg, ctx, cls),
+        "ZeroPadding2D": lambda: _convert_padding(name, cfg, ctx, cls),
+        "Cropping2D": lambda: _convert_padding(name, cfg, ctx, cls),
         "Flatten": lambda: _convert_flatten(name, cfg, ctx),
+        "Reshape": lambda: _convert_reshape(name, cfg, ctx),
         "Dropout": lambda: _convert_dropout(name, cfg, ctx, cls),
         "AlphaDropout": lambda: _convert_dropout(name, cfg, ctx, cls),
         "BatchNormalization": lambda: _convert_batchnorm(name, cfg, ctx),
         "Rescaling": lambda: _convert_rescaling(name, cfg, ctx),
         "Normalization": lambda: _convert_normalization(name, cfg, ctx),
+        "LayerNormalization": lambda: _convert_layer_norm(name, cfg, ctx),
     }
     for act_cls in ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax"):
         converters[act_cls] = lambda act_cls=act_cls: _convert_activation(name, cfg, ctx, act_cls)
@@ -882,8 +1067,7 @@ def _keras_input_shape(layers: list[dict[str, Any]], model_cfg: dict[str, Any]) 
 def _layout(layers: list[dict[str, Any]]) -> str:
     """channels_first if the first layer that says so says so; Keras' default otherwise."""
     for entry in layers:
-        if _ALIASES.get(entry["class_name"], entry["class_name"]) in (
-                "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D"):
+        if _ALIASES.get(entry["class_name"], entry["class_name"]) in _IMAGE_LAYERS:
             return entry["config"].get("data_format") or "channels_last"
     return "channels_last"
 
@@ -939,6 +1123,7 @@ def load_keras(path: str | Path, *, input_shape: tuple[int, ...] | None = None) 
 
 
 def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Network, MappingReport]:
+    _check_layer_types(kfile.config, kfile.source)  # type: ignore[arg-type]
     layers, model_cfg = _layer_list(kfile.config, kfile.source)  # type: ignore[arg-type]
     keras_shape = list(input_shape) if input_shape is not None else _keras_input_shape(layers, model_cfg)
     if keras_shape is None:
@@ -947,7 +1132,7 @@ def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Net
     shape = _graftnet_input_shape(keras_shape, layout, kfile.source)
     by_layer = _weights_by_layer(kfile)
     notes: list[str] = []
-    plans = _plans(layers, shape, layout, by_layer, notes, kfile.source)
+    plans = _plans(layers, shape, layout, by_layer, notes, kfile.source, _keras_major(kfile.keras_version))
     specs = [p.spec for p in plans if p.spec is not None]
     if not specs:
         raise _fail(kfile.source, "has no layers graftnet could import (only an input layer)")
@@ -969,6 +1154,35 @@ def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Net
     return net, report
 
 
+def _keras_major(version: str | None) -> int:
+    match = re.match(r"\s*(\d+)", version or "")
+    return int(match.group(1)) if match else 3
+
+
+def _check_layer_types(model: dict[str, Any], source: str) -> None:
+    """Refuse a model with layer types graftnet lacks, naming every such type at once."""
+    config = model.get("config")
+    entries = config if isinstance(config, list) else (config or {}).get("layers") if isinstance(config, dict) else None
+    if not isinstance(entries, list):
+        return  # _layer_list says what is wrong
+    unsupported: dict[str, list[str]] = {}
+    for entry in entries:
+        entry = _entry(entry, source)
+        cls = _ALIASES.get(entry["class_name"], entry["class_name"])
+        if cls not in SUPPORTED_LAYERS:
+            unsupported.setdefault(cls, []).append(_entry_name(entry))
+    if not unsupported:
+        return
+    listed = "; ".join(f"{cls} ({format_names(names, limit=3)}"
+                       f"{': a nested model, import it on its own' if cls in _NESTED else ''})"
+                       for cls, names in unsupported.items())
+    raise _fail(source, f"cannot be imported: layer type(s) not supported: {listed}; supported layers: "
+                f"{', '.join(SUPPORTED_LAYERS)}")
+
+
+_NESTED = ("Sequential", "Functional", "Model")
+
+
 def _n_params(spec: LayerSpec, in_shape: tuple[int, ...]) -> int:
     """Parameters and statistics a layer will allocate (from shapes only, nothing is built)."""
     if isinstance(spec, Dense):
@@ -976,8 +1190,15 @@ def _n_params(spec: LayerSpec, in_shape: tuple[int, ...]) -> int:
     if isinstance(spec, Conv2d):
         kh, kw = _pair2(spec.kernel_size)
         return spec.filters * in_shape[0] * kh * kw + spec.filters
-    if isinstance(spec, BatchNorm):
-        return 4 * in_shape[0]
+    if isinstance(spec, DepthwiseConv2d):
+        kh, kw = _pair2(spec.kernel_size)
+        return in_shape[0] * spec.depth_multiplier * (kh * kw + 1)
+    if isinstance(spec, SeparableConv2d):
+        kh, kw = _pair2(spec.kernel_size)
+        channels = in_shape[0] * spec.depth_multiplier
+        return channels * kh * kw + channels * spec.filters + spec.filters
+    if isinstance(spec, (BatchNorm, LayerNormalization, Normalization)):
+        return 4 * math.prod(in_shape)  # at most: per-axis vectors are never larger than the input
     return 0
 
 
@@ -997,7 +1218,8 @@ def _check_size(plans: list[_Plan], shape: tuple[int, ...],
 
 
 def _plans(layers: list[dict[str, Any]], shape: tuple[int, ...], layout: str,
-           by_layer: dict[str, list[tuple[str, np.ndarray]]], notes: list[str], source: str) -> list[_Plan]:
+           by_layer: dict[str, list[tuple[str, np.ndarray]]], notes: list[str], source: str,
+           keras_major: int = 3) -> list[_Plan]:
     plans = []
     seen: set[str] = set()
     for i, entry in enumerate(layers):
@@ -1005,7 +1227,7 @@ def _plans(layers: list[dict[str, Any]], shape: tuple[int, ...], layout: str,
         if name in seen:
             raise _fail(source, f"two layers are named {name!r}")
         seen.add(name)
-        ctx = _Context(shape, layout, lambda n: by_layer.get(n, []), notes)
+        ctx = _Context(shape, layout, lambda n: by_layer.get(n, []), notes, keras_major)
         if entry["class_name"] == "InputLayer" and i > 0:
             raise _fail(source, f"layer {name!r} (InputLayer) is not the first layer")
         try:
@@ -1072,8 +1294,12 @@ def _weights_by_layer(kfile: _KerasFile) -> dict[str, list[tuple[str, np.ndarray
 def _config_weight_names(entry: dict[str, Any]) -> list[str] | None:
     """The names of a layer's variables in Keras' order, from its config (None if unknown)."""
     cls, cfg = _ALIASES.get(entry["class_name"], entry["class_name"]), entry["config"]
-    if cls in ("Dense", "Conv2D"):
+    if cls in ("Dense", "Conv2D", "DepthwiseConv2D"):
         return ["kernel", "bias"] if cfg.get("use_bias", True) else ["kernel"]
+    if cls == "SeparableConv2D":
+        return ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if cfg.get("use_bias", True) else [])
+    if cls == "LayerNormalization":
+        return (["gamma"] if cfg.get("scale", True) else []) + (["beta"] if cfg.get("center", True) else [])
     if cls == "BatchNormalization":
         return ((["gamma"] if cfg.get("scale", True) else []) + (["beta"] if cfg.get("center", True) else [])
                 + ["moving_mean", "moving_variance"])
@@ -1101,6 +1327,7 @@ def _load_plans(net: Network, plans: list[_Plan], by_layer: dict[str, list[tuple
     tensors: dict[str, Any] = {}
     rename: dict[str, str] = {}
     transforms: dict[str, Transform] = {}
+    ignored: list[str] = []
     planned = {p.keras_name for p in plans}
     for plan in plans:
         if plan.consumes:
@@ -1108,6 +1335,9 @@ def _load_plans(net: Network, plans: list[_Plan], by_layer: dict[str, list[tuple
         arrays = _named_arrays(plan, by_layer.get(plan.keras_name, []), kfile.source)
         for weight, array in arrays.items():
             key = f"{plan.keras_name}/{weight}"
+            if weight in plan.dropped:
+                ignored.append(key)
+                continue
             tensors[key] = array
             rename[key] = f"{plan.keras_name}.{plan.targets[weight]}"
             if weight in plan.transforms:
@@ -1123,7 +1353,7 @@ def _load_plans(net: Network, plans: list[_Plan], by_layer: dict[str, list[tuple
         report = load_tensors(net, tensors, strict=strict, transforms=transforms, source=kfile.source, rename=rename)
     except CheckpointError as err:
         raise ImportFormatError(str(err)) from None
-    report.ignored += kfile.ignored
+    report.ignored += ignored + kfile.ignored
     return report
 
 
@@ -1187,12 +1417,22 @@ def _graftnet_plans(net: Network) -> list[_Plan]:
     """What each layer with parameters expects from Keras, for loading weights by name."""
     orders = _flatten_orders(net)
     plans = []
-    for spec in net.specs:
+    for spec, in_shape in zip(net.specs, [net.input_shape, *net.shapes]):
         name = spec.name or ""
         if isinstance(spec, Dense):
             plans.append(_weighted(name, "Dense", spec, spec.bias, _dense_from_keras(orders.get(name))))
         elif isinstance(spec, Conv2d):
             plans.append(_weighted(name, "Conv2D", spec, spec.bias, kernel_to_torch))
+        elif isinstance(spec, DepthwiseConv2d):
+            plans.append(_weighted(name, "DepthwiseConv2D", spec, spec.bias, _depthwise_to_torch))
+        elif isinstance(spec, SeparableConv2d):
+            plans.append(_separable_plan(name, spec))
+        elif isinstance(spec, LayerNormalization):
+            perm = _axes_out(spec.axis, in_shape)[1]
+            plans.append(_layer_norm_plan(name, spec, _permuted([int(i) for i in np.argsort(perm)])))
+        elif isinstance(spec, Normalization) and (spec.mean is None or spec.variance is None):  # adapted
+            plans.append(_Plan(name, "Normalization", spec, ["mean", "variance", "count"],
+                               {"mean": "mean", "variance": "variance"}, dropped=["count"]))
         elif isinstance(spec, BatchNorm):
             weights = (["gamma", "beta"] if spec.affine else []) + ["moving_mean", "moving_variance"]
             targets = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
@@ -1203,14 +1443,32 @@ def _graftnet_plans(net: Network) -> list[_Plan]:
     return plans
 
 
-def _to_keras(weight: torch.Tensor, keras_class: str, keras_weight: str,
-              chw: tuple[int, int, int] | None) -> np.ndarray:
+def _to_keras(weight: torch.Tensor, plan: _Plan, keras_weight: str, chw: tuple[int, int, int] | None,
+              in_shape: tuple[int, ...]) -> np.ndarray:
     """A torch parameter in Keras' layout (the inverse of the import transforms)."""
-    if keras_weight == "kernel":
-        if keras_class == "Dense" and chw is not None:
+    spec = plan.spec
+    if isinstance(spec, DepthwiseConv2d) and keras_weight == "kernel":
+        weight = _depthwise_from_torch(weight, spec.depth_multiplier)  # (C * mult, 1, kh, kw) -> (kh, kw, C, mult)
+    elif isinstance(spec, SeparableConv2d) and keras_weight == "depthwise_kernel":
+        weight = _depthwise_from_torch(weight, spec.depth_multiplier)
+    elif keras_weight in ("kernel", "pointwise_kernel"):
+        if plan.keras_class == "Dense" and chw is not None:
             weight = weight[:, _hwc_index(chw)]  # (out, CHW) -> (out, HWC), Keras' Flatten order
         weight = kernel_from_torch(weight)  # (out, in) -> (in, out); OIHW -> HWIO
-    return np.ascontiguousarray(weight.detach().cpu().float().numpy())
+    elif isinstance(spec, LayerNormalization):
+        weight = weight.permute(*_axes_out(spec.axis, in_shape)[1])  # graftnet's axis order -> Keras'
+    return weight.detach().cpu().float().contiguous().numpy()  # (np.ascontiguousarray makes 0-d arrays 1-d)
+
+
+def _axes_out(axis: int | tuple[int, ...] | None, in_shape: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """graftnet axes (with the batch axis) as Keras axes of channels-last data, and the
+    permutation that puts an array over graftnet's (sorted) axes into Keras' (sorted) order."""
+    if axis is None:
+        return [], []
+    rank = len(in_shape) + 1
+    axes = sorted({a % rank for a in ((axis,) if isinstance(axis, int) else axis)})
+    mapped = [{1: 3, 2: 1, 3: 2}[a] for a in axes] if rank == 4 else axes
+    return sorted(mapped), [int(i) for i in np.argsort(mapped)]
 
 
 def keras_layout_arrays(network: Network) -> dict[str, np.ndarray]:
@@ -1225,9 +1483,10 @@ def keras_layout_arrays(network: Network) -> dict[str, np.ndarray]:
     """
     orders = _flatten_orders(network)
     state = network.state_dict()
-    return {f"{plan.keras_name}/{w}": _to_keras(state[f"{plan.keras_name}.{plan.targets[w]}"], plan.keras_class,
-                                                 w, orders.get(plan.keras_name))
-            for plan in _graftnet_plans(network) for w in plan.weights}
+    in_shapes = dict(zip(network.layer_names, [network.input_shape, *network.shapes]))
+    return {f"{plan.keras_name}/{w}": _to_keras(state[f"{plan.keras_name}.{plan.targets[w]}"], plan, w,
+                                                 orders.get(plan.keras_name), in_shapes[plan.keras_name])
+            for plan in _graftnet_plans(network) for w in plan.weights if w not in plan.dropped}
 
 
 def keras_layout_mapping(network: Network) -> tuple[dict[str, str], dict[str, Transform]]:
@@ -1235,7 +1494,7 @@ def keras_layout_mapping(network: Network) -> tuple[dict[str, str], dict[str, Tr
     ``mapping.load_tensors`` (source key -> state-dict key, source key -> layout conversion)."""
     rename, transforms = {}, {}
     for plan in _graftnet_plans(network):
-        for weight in plan.weights:
+        for weight in [w for w in plan.weights if w not in plan.dropped]:
             key = f"{plan.keras_name}/{weight}"
             rename[key] = f"{plan.keras_name}.{plan.targets[weight]}"
             if weight in plan.transforms:
@@ -1284,10 +1543,13 @@ def load_keras_weights(network: Network, path: str | Path, *, strict: bool = Tru
         named = _named_arrays(plan, arrays, kfile.source)
         for weight, array in named.items():
             key = f"{layer}/{weight}"
+            if weight in plan.dropped:
+                notes.append(f"{key} left out (graftnet keeps no {weight})")
+                continue
             tensors[key], rename[key] = array, f"{layer}.{plan.targets[weight]}"
             if weight in plan.transforms:
                 transforms[key] = plan.transforms[weight]
-        for weight in [w for w in plan.weights if w not in named and named]:
+        for weight in [w for w in plan.weights if w not in named and named and w not in plan.dropped]:
             key, target = f"{layer}/({weight}={plan.optional[weight]:g})", f"{layer}.{plan.targets[weight]}"
             tensors[key] = torch.full_like(network.state_dict()[target], plan.optional[weight])
             rename[key] = target
@@ -1339,7 +1601,9 @@ def _keras_object(module: str, class_name: str, config: dict[str, Any]) -> dict[
 
 _INITIALIZER_CLASSES = {v: k for k, v in _INITIALIZERS.items()}
 _ACTIVATIONS_OUT = {"linear": "linear", "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
-                    "softmax": "softmax", "selu": "selu", "gelu": "gelu"}
+                    "softmax": "softmax", "selu": "selu", "gelu": "gelu", "relu6": "relu6", "silu": "silu",
+                    "swish": "silu", "hard_sigmoid": "hard_sigmoid", "hard_silu": "hard_silu",
+                    "hard_swish": "hard_silu", "softplus": "softplus", "softsign": "softsign", "mish": "mish"}
 
 
 @dataclass
@@ -1379,57 +1643,124 @@ def _kernel_options(spec: Dense | Conv2d, axes: int | list[int]) -> dict[str, An
             "bias_regularizer": None, "bias_constraint": None}
 
 
-def _export_layer(spec: LayerSpec, frozen: bool, weights: list[np.ndarray]) -> list[_KerasLayer]:
-    """One graftnet layer as one Keras layer (two for a parametrised activation)."""
+def _export_layer(spec: LayerSpec, frozen: bool, weights: list[np.ndarray],
+                  in_shape: tuple[int, ...]) -> list[_KerasLayer]:
+    """One graftnet layer as Keras layers: one, or with a ZeroPadding2D before it (pixel
+    padding Keras' "same" does not give) or a separate parametrised activation after it."""
     name = spec.name or spec.type
     base = {"name": name, "trainable": not frozen, "dtype": "float32"}
-    if isinstance(spec, (Dense, Conv2d)):
+    if isinstance(spec, (Dense, Conv2d, DepthwiseConv2d, SeparableConv2d)):
         act, extra = _activation_out(spec.activation, f"{name}_activation", frozen)
+        before: list[_KerasLayer] = []
         if isinstance(spec, Dense):
-            cfg = {**base, "units": spec.units, "activation": act, "use_bias": spec.bias, **_kernel_options(spec, 0)}
+            layer = _KerasLayer("Dense", {**base, "units": spec.units, "activation": act, "use_bias": spec.bias,
+                                          **_kernel_options(spec, 0)}, weights)
         else:
-            cfg = {**base, "filters": spec.filters, "kernel_size": list(_pair2(spec.kernel_size)),
-                   "strides": list(_pair2(spec.stride)), "padding": _keras_padding(spec),
-                   "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
-                   "activation": act, "use_bias": spec.bias, **_kernel_options(spec, [0, 1, 2])}
-        layer = _KerasLayer("Dense" if isinstance(spec, Dense) else "Conv2D", cfg, weights)
-        return [layer] + ([extra] if extra is not None else [])
+            padding, padding_layer = _padding_out(spec, in_shape, f"{name}_padding", frozen)
+            layer = _KerasLayer(_CONV_CLASSES[type(spec)], {**base, **_conv_config(spec, padding, act)}, weights)
+            if padding_layer is not None:
+                before = [padding_layer]
+                layer.input_shape = _keras_shape(ZeroPadding2D(padding_layer.config["padding"]).output_shape(in_shape))
+        return before + [layer] + ([extra] if extra is not None else [])
     if isinstance(spec, (MaxPool, AvgPool)):
+        if spec.padding not in ("valid", "same") and _pair2(spec.padding) != (0, 0):
+            raise ImportFormatError(f"layer {name!r}: pooling with padding={spec.padding} pixels has no Keras "
+                                    f"equivalent ('valid' or 'same' only)")
         pool = list(_pair2(spec.pool_size))
         return [_KerasLayer("MaxPooling2D" if isinstance(spec, MaxPool) else "AveragePooling2D",
                             {**base, "pool_size": pool, "strides": list(_pair2(spec.stride or spec.pool_size)),
-                             "padding": "valid", "data_format": "channels_last"})]
-    if isinstance(spec, GlobalAvgPool):
-        return [_KerasLayer("GlobalAveragePooling2D", {**base, "data_format": "channels_last", "keepdims": False})]
+                             "padding": "same" if spec.padding == "same" else "valid",
+                             "data_format": "channels_last"})]
+    if isinstance(spec, GlobalAvgPool):  # GlobalMaxPool too
+        cls = "GlobalMaxPooling2D" if isinstance(spec, GlobalMaxPool) else "GlobalAveragePooling2D"
+        return [_KerasLayer(cls, {**base, "data_format": "channels_last", "keepdims": spec.keepdims})]
     if isinstance(spec, Flatten):
         return [_KerasLayer("Flatten", {**base, "data_format": "channels_last"})]
+    if isinstance(spec, ZeroPadding2D):
+        return [_KerasLayer("ZeroPadding2D", {**base, "padding": [list(p) for p in spec.padding],
+                                              "data_format": "channels_last"})]
+    if isinstance(spec, Cropping2D):
+        return [_KerasLayer("Cropping2D", {**base, "cropping": [list(p) for p in spec.cropping],
+                                           "data_format": "channels_last"})]
+    if isinstance(spec, Reshape):
+        return [_export_reshape(spec, base, in_shape)]
     if isinstance(spec, BatchNorm):
         return [_export_batchnorm(spec, base, weights)]
+    if isinstance(spec, LayerNormalization):
+        return [_KerasLayer("LayerNormalization", {**base, "axis": _axes_out(spec.axis, in_shape)[0],
+                                                   "epsilon": spec.epsilon, "center": spec.center,
+                                                   "scale": spec.scale, "rms_scaling": False}, weights)]
+    if isinstance(spec, Normalization):  # the statistics go into the config, as Normalization(mean=...)
+        mean, variance = weights if weights else (np.asarray(spec.mean), np.asarray(spec.variance))
+        return [_KerasLayer("Normalization", {
+            **base, "axis": None if spec.axis is None else _axes_out(spec.axis, in_shape)[0], "invert": False,
+            "mean": mean.tolist(), "variance": variance.tolist()})]
     if isinstance(spec, Dropout):  # AlphaDropout too
         return [_KerasLayer("AlphaDropout" if isinstance(spec, AlphaDropout) else "Dropout",
                             {**base, "rate": spec.rate, "seed": None, "noise_shape": None})]
     if isinstance(spec, Activation):
         act, extra = _activation_out(spec.activation, name, frozen)
         return [extra] if extra is not None else [_KerasLayer("Activation", {**base, "activation": act})]
+    if isinstance(spec, ReLU):
+        return [_KerasLayer("ReLU", {**base, "max_value": spec.max_value, "negative_slope": spec.negative_slope,
+                                     "threshold": spec.threshold})]
     if isinstance(spec, Rescaling):
-        return [_KerasLayer("Rescaling", {**base, "scale": spec.scale, "offset": spec.offset})]
+        return [_KerasLayer("Rescaling", {**base, "scale": _keras_values(spec.scale),
+                                          "offset": _keras_values(spec.offset)})]
     raise ImportFormatError(f"layer {name!r} ({spec.type}) has no Keras export")
+
+
+_CONV_CLASSES = {Conv2d: "Conv2D", DepthwiseConv2d: "DepthwiseConv2D", SeparableConv2d: "SeparableConv2D"}
+
+
+def _conv_config(spec: Conv2d | DepthwiseConv2d | SeparableConv2d, padding: str, act: str) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"kernel_size": list(_pair2(spec.kernel_size)), "strides": list(_pair2(spec.stride)),
+                           "padding": padding, "data_format": "channels_last",
+                           "dilation_rate": list(_pair2(spec.dilation)), "activation": act, "use_bias": spec.bias}
+    if isinstance(spec, Conv2d):
+        return {**cfg, "filters": spec.filters, "groups": 1, **_kernel_options(spec, [0, 1, 2])}
+    if isinstance(spec, DepthwiseConv2d):
+        options = {key.replace("kernel", "depthwise"): value for key, value in _kernel_options(spec, [0, 1, 2]).items()}
+        return {**cfg, "depth_multiplier": spec.depth_multiplier, **options}
+    init = _keras_object("keras.initializers", _INITIALIZER_CLASSES.get(spec.init, "GlorotUniform"), {"seed": None})
+    return {**cfg, "filters": spec.filters, "depth_multiplier": spec.depth_multiplier,
+            "depthwise_initializer": init, "pointwise_initializer": init,
+            "bias_initializer": _keras_object("keras.initializers", "Zeros", {})}
+
+
+def _keras_values(value: float | tuple[float, ...]) -> float | list[float]:
+    return float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
+def _export_reshape(spec: Reshape, base: dict[str, Any], in_shape: tuple[int, ...]) -> _KerasLayer:
+    out_shape = spec.output_shape(in_shape)
+    if not spec.channels_last and not _reshape_orders_agree(in_shape, out_shape):
+        raise ImportFormatError(f"layer {spec.name!r}: a reshape of {in_shape} to {out_shape} in graftnet's "
+                                f"(C, H, W) order has no Keras equivalent on channels-last data; use "
+                                f"Reshape(..., channels_last=True)")
+    target = [out_shape[1], out_shape[2], out_shape[0]] if len(out_shape) == 3 else list(out_shape)
+    return _KerasLayer("Reshape", {**base, "target_shape": target})
 
 
 def _pair2(value: Any) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def _keras_padding(spec: Conv2d) -> str:
+def _padding_out(spec: Conv2d | DepthwiseConv2d | SeparableConv2d, in_shape: tuple[int, ...], name: str,
+                 frozen: bool) -> tuple[str, _KerasLayer | None]:
+    """Keras' padding for a convolution, plus a ZeroPadding2D before it where "same" is not it."""
     if spec.padding in ("valid", "same"):
-        return str(spec.padding)
-    (ph, pw), (kh, kw), stride = _pair2(spec.padding), _pair2(spec.kernel_size), _pair2(spec.stride)
+        return str(spec.padding), None
+    ph, pw = _pair2(spec.padding)
     if (ph, pw) == (0, 0):
-        return "valid"
-    if stride == (1, 1) and kh % 2 == 1 and kw % 2 == 1 and (ph, pw) == (kh // 2, kw // 2):
-        return "same"
-    raise ImportFormatError(f"layer {spec.name!r}: padding={spec.padding} with kernel {spec.kernel_size} and "
-                            f"stride {spec.stride} has no Keras Conv2D equivalent ('valid' or 'same' only)")
+        return "valid", None
+    if (ph, ph, pw, pw) == tf_same_padding((in_shape[1], in_shape[2]), spec.kernel_size, spec.stride,
+                                           spec.dilation):
+        return "same", None
+    padding = _KerasLayer("ZeroPadding2D", {"name": name, "trainable": not frozen, "dtype": "float32",
+                                            "padding": [[ph, ph], [pw, pw]], "data_format": "channels_last"})
+    padding.input_shape = _keras_shape(in_shape)
+    return "valid", padding
 
 
 def _export_batchnorm(spec: BatchNorm, base: dict[str, Any], weights: list[np.ndarray]) -> _KerasLayer:
@@ -1448,14 +1779,16 @@ def _keras_shape(shape: tuple[int, ...]) -> list[int]:
 
 def _export_layers(network: Network) -> list[_KerasLayer]:
     arrays = keras_layout_arrays(network)
-    weight_names = {plan.keras_name: plan.weights for plan in _graftnet_plans(network)}
+    weight_names = {plan.keras_name: [w for w in plan.weights if w not in plan.dropped]
+                    for plan in _graftnet_plans(network)}
     shapes = [network.input_shape, *network.shapes]
     frozen = set(network.frozen)
     layers = []
     for i, (name, spec) in enumerate(zip(network.layer_names, network.specs)):
         weights = [arrays[f"{name}/{w}"] for w in weight_names.get(name, [])]
-        for layer in _export_layer(spec, name in frozen, weights):
-            layer.input_shape = _keras_shape(shapes[i] if layer.config["name"] == name else shapes[i + 1])
+        for layer in _export_layer(spec, name in frozen, weights, shapes[i]):
+            if layer.input_shape is None:  # a split-off activation runs on the layer's output
+                layer.input_shape = _keras_shape(shapes[i] if layer.config["name"] == name else shapes[i + 1])
             layers.append(layer)
     names = [layer.config["name"] for layer in layers]
     clash = sorted({n for n in names if names.count(n) > 1})
@@ -1488,7 +1821,7 @@ def _weights_h5(network: Network, layers: list[_KerasLayer]) -> bytes:
         for layer, path in zip(layers, _v3_paths([layer.class_name for layer in layers])):
             group = h5.create_group(path).create_group("vars")
             group.attrs["name"] = layer.config["name"]
-            for i, array in enumerate(layer.weights):
+            for i, array in enumerate([] if layer.class_name == "Normalization" else layer.weights):
                 group.create_dataset(str(i), data=array.astype(np.float32))
     return buffer.getvalue()
 
