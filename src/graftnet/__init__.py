@@ -44,6 +44,7 @@ from graftnet.optim import (
     RMSprop,
 )
 from graftnet.train import EarlyStopping, History, evaluate, fit, predict, seed_everything
+from graftnet.tune import tune
 from graftnet.transfer import FineTune, Stage, freeze_below, get_weights, graft, set_weights, unfreeze_top
 
 __all__ = [
@@ -54,5 +55,5 @@ __all__ = [
     "Adagrad", "Adam", "AdamW", "datasets", "study", "evaluate", "fit", "load_model", "predict", "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
-    "Subtract",
+    "Subtract", "tune",
 ]

@@ -83,7 +83,8 @@ __all__ = [
 ]
 
 # Parameter-free layers whose output depends on their input only (in train and eval mode).
-_DETERMINISTIC = {"flatten", "maxpool", "avgpool", "global_avg_pool", "rescaling", *MERGE_TYPES}
+_DETERMINISTIC = {"flatten", "maxpool", "avgpool", "global_avg_pool", "global_max_pool", "rescaling", "relu",
+                  "zero_padding2d", "cropping2d", "reshape", "normalization", *MERGE_TYPES}
 _DEFAULT_BUDGET = 8 * 2**30  # RAM for features when no budget is given (at most half the memory available)
 
 

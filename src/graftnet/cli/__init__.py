@@ -26,7 +26,8 @@ from graftnet.errors import GraftnetError
 
 __all__ = ["main", "build_parser", "MODULES"]
 
-MODULES = ("graftnet.cli.train", "graftnet.cli.transfer", "graftnet.cli.convert", "graftnet.cli.study")
+MODULES = ("graftnet.cli.train", "graftnet.cli.transfer", "graftnet.cli.convert", "graftnet.cli.study",
+           "graftnet.cli.tune")
 
 DESCRIPTION = """\
 graftnet trains deep networks and reuses their trained layers (transfer learning).

@@ -1,0 +1,7 @@
+"""``python -m graftnet`` (and ``torchrun -m graftnet``) run the graftnet command."""
+
+import sys
+
+from graftnet.cli import main
+
+sys.exit(main())
