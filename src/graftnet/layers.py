@@ -65,9 +65,15 @@ ACTIVATIONS: dict[str, tuple[type[nn.Module] | None, tuple[str, ...], tuple[floa
     "sigmoid": (nn.Sigmoid, (), ()),
     "tanh": (nn.Tanh, (), ()),
     "softmax": (None, (), ()),  # built below: softmax over the feature axis
+    "relu6": (nn.ReLU6, (), ()),  # min(max(x, 0), 6)
+    "silu": (nn.SiLU, (), ()),  # x * sigmoid(x)
+    "swish": (nn.SiLU, (), ()),  # Keras' other name for silu
+    "hard_sigmoid": (nn.Hardsigmoid, (), ()),  # relu6(x + 3) / 6, Keras 3's definition
+    "hard_silu": (nn.Hardswish, (), ()),  # x * hard_sigmoid(x)
+    "hard_swish": (nn.Hardswish, (), ()),
 }
 
-_ACTIVATION_RE = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
+_ACTIVATION_RE = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(?:\(\s*([^)]*)\s*\))?\s*$")
 
 
 def parse_activation(text: str | None) -> tuple[str, tuple[float, ...]]:
@@ -340,16 +346,30 @@ class _PoolModule(nn.Module):
         super().__init__()
         self.spec = spec
         self.kernel, self.stride = _pair(spec.pool_size), _pair(spec.stride or spec.pool_size)
+        # pixels on each side, as torch pads: -inf for the max, zeros counted in the average
+        self.padding = (0, 0) if spec.padding == "valid" else _pair(spec.padding)  # type: ignore[arg-type]
         self.fn = F.max_pool2d if spec.type == "maxpool" else F.avg_pool2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x, self.kernel, self.stride)  # (B, C, H, W) -> (B, C, H/s, W/s)
+        return self.fn(x, self.kernel, self.stride, self.padding)  # (B, C, H, W) -> (B, C, H', W')
 
 
 @dataclass
 class _Pool(LayerSpec):
     pool_size: int | tuple[int, int] = 2
     stride: int | tuple[int, int] | None = None
+    padding: str | int | tuple[int, int] = "valid"  # "valid" or pixels on each side
+
+    def __post_init__(self) -> None:
+        if isinstance(self.padding, str):
+            if self.padding != "valid":
+                raise ConfigError(f"layer {self.name!r}: pool padding must be 'valid' or a number of pixels, "
+                                  f"got {self.padding!r}")
+            return
+        (kh, kw), (ph, pw) = _pair(self.pool_size), _pair(self.padding)
+        if ph > kh // 2 or pw > kw // 2:
+            raise ConfigError(f"layer {self.name!r}: padding {self.padding} is more than half the pool "
+                              f"size {self.pool_size}")
 
     def build(self, in_shape: Shape) -> nn.Module:
         self.output_shape(in_shape)
@@ -358,7 +378,8 @@ class _Pool(LayerSpec):
     def output_shape(self, in_shape: Shape) -> Shape:
         self._need(in_shape, 3, "(channels, height, width) input")
         (kh, kw), (sh, sw) = _pair(self.pool_size), _pair(self.stride or self.pool_size)
-        h, w = _conv_out(in_shape[1], kh, sh, 0), _conv_out(in_shape[2], kw, sw, 0)
+        ph, pw = (0, 0) if self.padding == "valid" else _pair(self.padding)  # type: ignore[arg-type]
+        h, w = _conv_out(in_shape[1], kh, sh, ph), _conv_out(in_shape[2], kw, sw, pw)
         if h < 1 or w < 1:
             raise ShapeError(f"layer {self.name!r}: a {kh}x{kw} pool does not fit input {_fmt(in_shape)}")
         return (in_shape[0], h, w)
@@ -366,14 +387,14 @@ class _Pool(LayerSpec):
 
 @dataclass
 class MaxPool(_Pool):
-    """2-D max pooling; ``stride`` defaults to ``pool_size``."""
+    """2-D max pooling; ``stride`` defaults to ``pool_size``; ``padding`` in pixels (torch's, -inf)."""
 
     type: ClassVar[str] = "maxpool"
 
 
 @dataclass
 class AvgPool(_Pool):
-    """2-D average pooling; ``stride`` defaults to ``pool_size``."""
+    """2-D average pooling; ``stride`` defaults to ``pool_size``; ``padding`` in pixels (zeros, counted)."""
 
     type: ClassVar[str] = "avgpool"
 

@@ -1395,6 +1395,9 @@ def _export_layer(spec: LayerSpec, frozen: bool, weights: list[np.ndarray]) -> l
         layer = _KerasLayer("Dense" if isinstance(spec, Dense) else "Conv2D", cfg, weights)
         return [layer] + ([extra] if extra is not None else [])
     if isinstance(spec, (MaxPool, AvgPool)):
+        if spec.padding not in ("valid", "same") and _pair2(spec.padding) != (0, 0):
+            raise ImportFormatError(f"layer {name!r}: pooling with padding={spec.padding} pixels has no Keras "
+                                    f"equivalent ('valid' or 'same' only)")
         pool = list(_pair2(spec.pool_size))
         return [_KerasLayer("MaxPooling2D" if isinstance(spec, MaxPool) else "AveragePooling2D",
                             {**base, "pool_size": pool, "strides": list(_pair2(spec.stride or spec.pool_size)),
