@@ -100,7 +100,7 @@ def test_an_mlp_with_functional_activations_converts():
     assert outputs_agree(module, net, torch.randn(8, 6)) <= 1e-5
 
 
-def test_a_torchvision_resnet18_keeps_torchvision_names_keys_and_outputs():
+def test_a_torchvision_resnet18_keeps_torchvision_names_keys_and_outputs(tmp_path):
     torch.manual_seed(2)
     module = randomize_batchnorm(resnet18(num_classes=10))
     net = gn.from_torch(module, torch.randn(2, 3, 32, 32))
@@ -113,7 +113,12 @@ def test_a_torchvision_resnet18_keeps_torchvision_names_keys_and_outputs():
     assert list(net.state_dict()) == list(module.state_dict())  # 'layer4.1.conv2.weight', ...
     for key, value in module.state_dict().items():
         assert torch.equal(net.state_dict()[key], value), key
-    assert outputs_agree(module, net, torch.randn(3, 3, 32, 32)) <= 1e-5
+    x = torch.randn(3, 3, 32, 32)
+    assert outputs_agree(module, net, x) <= 1e-5
+    gn.save_model(net, tmp_path / "resnet18")  # spec + safetensors, names with dots included
+    loaded = gn.load_model(tmp_path / "resnet18")
+    assert loaded.layer_names == net.layer_names
+    assert outputs_agree(module, loaded, x) <= 1e-5
 
 
 def test_a_torchvision_resnet50_converts():
@@ -127,6 +132,21 @@ def test_a_torchvision_resnet50_converts():
     assert net.spec_of("layer4.0.conv2").stride == 2  # v1.5: the stride on the 3x3 conv
     assert list(net.state_dict()) == list(module.state_dict())
     assert outputs_agree(module, net, torch.randn(2, 3, 32, 32)) <= 1e-5
+
+
+def test_modules_that_forward_never_calls_are_left_out_and_listed():
+    class WithSpare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.spare = nn.Linear(3, 2), nn.Linear(3, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            unused = self.spare(x)  # noqa: F841 - computed, never used: dead code fx drops
+            return self.fc(x)
+
+    net = gn.from_torch(WithSpare(), torch.randn(2, 3))
+    assert net.layer_names == ["fc"]
+    assert net.info["left_out"] == ["spare.weight", "spare.bias"]
 
 
 class Unconvertible(nn.Module):

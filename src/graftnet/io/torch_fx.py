@@ -115,6 +115,9 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, *, name: str | No
     if torch.fx.Tracer().is_leaf_module(module, ""):
         raise ImportFormatError(f"from_torch converts a module built from layers; {type(module).__name__} is one "
                                 f"layer: wrap it, e.g. nn.Sequential(module)")
+    state = module.state_dict()
+    device = next((t.device for t in state.values()), example_input.device)
+    example_input = example_input.to(device)
     graph = _trace(module, example_input)
     converter = _Converter(module, graph, _layer_name)
     converter.run()
@@ -126,15 +129,13 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, *, name: str | No
                       output=converter.output, input_name=converter.input_name)
     except GraftnetError as err:
         raise ImportFormatError(f"cannot convert {kind}: the converted graph does not build: {err}") from None
-    state = module.state_dict()
     tensors = {key: state[key] for key in converter.rename}
     report = load_tensors(net, tensors, strict=True, source=kind, rename=converter.rename)
     left_out = [key for key in state if key not in converter.rename]
     if left_out:
         report.notes.append(f"left out (their modules are never called in forward): {format_names(left_out)}")
-    device = next((t.device for t in state.values()), example_input.device)
     net.to(device)
-    diff, scale = _max_abs_diff(module, net, example_input.to(device))
+    diff, scale = _max_abs_diff(module, net, example_input)
     parity = {"max_abs_diff": diff, "tolerance": tolerance, "output_scale": scale,
               "example_shape": list(example_input.shape)}
     if not diff <= tolerance * max(1.0, scale):
