@@ -226,3 +226,22 @@ def test_transfer_on_a_converted_resnet_selects_by_torch_names_freezes_and_fits(
     assert not torch.equal(after["layer4.1.conv2.weight"], before["layer4.1.conv2.weight"])  # trained
     assert not torch.equal(after["fc.weight"], before["fc.weight"])
     assert len(history) == 1 and "cache_build_seconds" in history.last  # the frozen stages ran once, cached
+
+
+def test_forward_takes_one_tensor_other_arguments_are_fixed_at_their_defaults():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+            return self.fc(x) if scale is None else self.fc(x) * scale
+
+    class Pair(Scaled):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+            return self.fc(x) + y
+
+    assert gn.from_torch(Scaled(), torch.randn(2, 2)).layer_names == ["fc"]
+    with pytest.raises(ImportFormatError, match=r"Pair.forward takes 2 tensor inputs \(x, y\); a graftnet network "
+                                                r"takes one"):
+        gn.from_torch(Pair(), torch.randn(2, 2))

@@ -160,6 +160,11 @@ def _trace(module: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
                 f"torch.fx cannot trace {type(module).__name__}: {brief_error(err, limit=400)}. fx runs forward "
                 f"with symbolic tensors, so Python control flow that depends on a tensor's values (if x.sum() > 0) "
                 f"cannot be recorded; make forward's branches depend on settings only") from None
+        inputs = [n.name for n in graph_module.graph.nodes if n.op == "placeholder" and not n.args]  # no default
+        if len(inputs) != 1:
+            raise ImportFormatError(f"{type(module).__name__}.forward takes {len(inputs)} tensor inputs "
+                                    f"({', '.join(inputs)}); a graftnet network takes one (arguments with "
+                                    f"default values are fixed at them)")
         graph_module.graph.eliminate_dead_code()
         graph_module.recompile()
         try:
@@ -245,15 +250,13 @@ class _Converter:
 
     # --------------------------------------------------------------- walking
     def run(self) -> None:
-        placeholders = [n for n in self.root.graph.nodes if n.op == "placeholder"]
-        if len(placeholders) != 1:
-            self.obstacles.append(f"forward takes {len(placeholders)} tensor inputs "
-                                  f"({', '.join(n.name for n in placeholders)}); a graftnet network takes one")
         while self.input_name in self.taken:
             self.input_name += "_"
         self.taken.add(self.input_name)
         for node in self.root.graph.nodes:
-            if node.op == "placeholder":
+            if node.op == "placeholder" and node.args:  # an argument fixed at its default for tracing
+                self.layer_of[node] = None
+            elif node.op == "placeholder":
                 self.layer_of[node] = self.input_name
                 self.shape_of[self.input_name] = _traced_shape(node) or ()
             elif node.op == "output":
@@ -279,6 +282,9 @@ class _Converter:
             self.obstacles.append(f"forward returns a {type(value).__name__}; a graftnet network has one tensor output")
             return
         layer = self.layer_of.get(value)
+        if layer is None and value not in self.refused:
+            self.obstacles.append(f"forward returns {value.name!r}, which is not a tensor; a graftnet network has "
+                                  f"one tensor output")
         if layer == self.input_name:
             self.obstacles.append("forward returns its input unchanged; there is no layer to convert")
         self.output = layer
