@@ -162,8 +162,26 @@ def test_from_torch_module_keeps_valid_child_names():
 
 
 def test_from_torch_module_names_the_module_it_cannot_convert():
-    module = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Upsample(scale_factor=2)))
-    with pytest.raises(ImportFormatError, match=r"cannot convert module '1.0' \(Upsample\).*supported modules: Linear"):
-        from_torch_module(module, (4,))
-    with pytest.raises(ImportFormatError, match=r"converts nn.Sequential models, got Linear"):
+    module = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.Upsample(scale_factor=2)))
+    with pytest.raises(ImportFormatError, match=r"(?s)module '1.0' \(Upsample\): Upsample is not supported"
+                                                r".*supported modules: Linear"):
+        from_torch_module(module, (1, 6, 6))
+
+
+def test_from_torch_module_converts_more_than_sequentials():
+    """It is the fx converter under graftnet 0.1's name: a module with a skip converts too."""
+
+    class Skip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x))) + x
+
+    torch.manual_seed(0)
+    net = from_torch_module(Skip(), (4,))
+    assert net.layer_names == ["fc1", "relu", "fc2", "add"]
+    assert net.inputs_of("add") == ["fc2", "input"]
+    with pytest.raises(ImportFormatError, match=r"Linear is one layer: wrap it, e.g. nn.Sequential\(module\)"):
         from_torch_module(nn.Linear(2, 2), (2,))

@@ -8,12 +8,13 @@
 
 __version__ = "0.1.0"
 
+from graftnet import backbones, study
 from graftnet import data as datasets
-from graftnet import study
 from graftnet.augment import Augment
 from graftnet.cache import FeatureCache
 from graftnet.errors import CheckpointError, ConfigError, DataError, GraftnetError, ImportFormatError, ShapeError
 from graftnet.io.checkpoint import load_model, save_model
+from graftnet.io.torch_fx import from_torch
 from graftnet.layers import (
     Activation,
     AlphaDropout,
@@ -55,5 +56,5 @@ __all__ = [
     "Adagrad", "Adam", "AdamW", "datasets", "study", "evaluate", "fit", "load_model", "predict", "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
-    "Subtract", "tune",
+    "Subtract", "tune", "backbones", "from_torch",
 ]

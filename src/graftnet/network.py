@@ -945,7 +945,7 @@ def _register(root: nn.Module, path: str, module: nn.Module) -> None:
         child = node._modules.get(part)
         if child is None:
             child = _Group()
-            node.add_module(part, child)
+            node._modules[part] = child  # as for the layer itself below: 'block', 'layer' are torch names too
         elif not isinstance(child, _Group):
             raise ConfigError(f"layer name {path!r} clashes with layer {'.'.join(parts[:k + 1])!r}: a layer's name "
                               f"cannot be the start of another's path")

@@ -6,4 +6,6 @@ their home frameworks give their layers, loading those frameworks' weights files
 
 from __future__ import annotations
 
+from graftnet.backbones.torchvision_family import torchvision_resnet18, torchvision_resnet34, torchvision_resnet50
+
 __all__: list[str] = []

@@ -10,8 +10,8 @@ checked before anything is copied, and the result is a ``MappingReport``::
     >>> print(report)          # matched / missing / unexpected / mismatched keys
     >>> save_state(net, "mlp.safetensors")
 
-``from_torch_module`` turns a plain ``nn.Sequential`` (Linear, Conv2d, BatchNorm,
-activations, pooling, Flatten, Dropout) into a graftnet ``Network`` with the same weights.
+Converting a module itself (its layers, not only its weights) is ``graftnet.io.torch_fx.from_torch``;
+``from_torch_module`` is its graftnet 0.1 spelling.
 """
 
 from __future__ import annotations
@@ -29,26 +29,12 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from graftnet.errors import GraftnetError, ImportFormatError, brief_error, format_names
+from graftnet.errors import ImportFormatError, brief_error, format_names
 from graftnet.io.checkpoint import atomic_output
 from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
-from graftnet.layers import (
-    Activation,
-    AlphaDropout,
-    AvgPool,
-    BatchNorm,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool,
-    LayerSpec,
-    MaxPool,
-)
 from graftnet.network import Network
 
-__all__ = ["RenameRules", "SUPPORTED_MODULES", "from_torch_module", "load_state", "read_state",
-           "save_state", "spec_from_safetensors"]
+__all__ = ["RenameRules", "from_torch_module", "load_state", "read_state", "save_state", "spec_from_safetensors"]
 
 RenameRules = list[tuple[str, str]] | Mapping[str, str] | None
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
@@ -222,154 +208,30 @@ def spec_from_safetensors(path: str | Path) -> dict[str, Any] | None:
 
 
 # ======================================================================== modules -> Network
-SUPPORTED_MODULES = ("Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "LeakyReLU", "ELU", "SELU",
-                     "GELU", "Sigmoid", "Tanh", "Softmax", "Identity", "MaxPool2d", "AvgPool2d",
-                     "AdaptiveAvgPool2d (output size 1, before Flatten)", "Flatten", "Dropout", "AlphaDropout")
-
-
-class _NotConvertible(Exception):
-    pass
-
-
-def _layer_name(name: str, module: nn.Module) -> str:
-    """Torch child names ('0', 'features.3') -> valid, unique-looking graftnet names."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
-        return name
-    return f"{type(module).__name__.lower()}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
-
-
-def _spec_for(module: nn.Module, name: str, following: nn.Module | None) -> LayerSpec:
-    """The graftnet spec reproducing ``module``."""
-    if isinstance(module, nn.Linear):
-        return Dense(module.out_features, bias=module.bias is not None, name=name)
-    if isinstance(module, nn.Conv2d):
-        return _conv_spec(module, name)
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if not module.track_running_stats:
-            raise _NotConvertible("track_running_stats=False is not supported")
-        return BatchNorm(momentum=module.momentum, eps=module.eps, affine=module.affine, name=name)
-    activation = _activation_for(module)
-    if activation is not None:
-        return Activation(activation, name=name)
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        return _pool_spec(module, name)
-    if isinstance(module, nn.AdaptiveAvgPool2d):
-        size = module.output_size
-        if size not in (1, (1, 1)) or not isinstance(following, nn.Flatten):
-            raise _NotConvertible("only AdaptiveAvgPool2d(1) followed by Flatten is supported")
-        return GlobalAvgPool(name=name)
-    if isinstance(module, nn.Flatten):
-        if (module.start_dim, module.end_dim) != (1, -1):
-            raise _NotConvertible(f"Flatten(start_dim={module.start_dim}, end_dim={module.end_dim}) is not supported")
-        return Flatten(name=name)
-    if isinstance(module, nn.AlphaDropout):
-        return AlphaDropout(module.p, name=name)
-    if isinstance(module, nn.Dropout):
-        return Dropout(module.p, name=name)
-    raise _NotConvertible(f"{type(module).__name__} is not supported; "
-                          f"supported modules: {', '.join(SUPPORTED_MODULES)}")
-
-
-def _activation_for(module: nn.Module) -> str | None:
-    if isinstance(module, nn.ReLU):
-        return "relu"
-    if isinstance(module, nn.LeakyReLU):
-        return f"leaky_relu({module.negative_slope!r})"
-    if isinstance(module, nn.ELU):
-        return f"elu({module.alpha!r})"
-    if isinstance(module, nn.GELU):
-        if module.approximate != "none":
-            raise _NotConvertible("GELU(approximate='tanh') is not supported (only the exact GELU)")
-        return "gelu"
-    if isinstance(module, nn.Softmax):
-        if module.dim not in (1, -1):
-            raise _NotConvertible(f"Softmax(dim={module.dim}) is not supported (dim=1 only)")
-        return "softmax"
-    simple = {nn.SELU: "selu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "linear"}
-    return next((v for k, v in simple.items() if isinstance(module, k)), None)
-
-
-def _conv_spec(module: nn.Conv2d, name: str) -> Conv2d:
-    if module.dilation != (1, 1) or module.groups != 1 or module.padding_mode != "zeros":
-        raise _NotConvertible(f"dilation={module.dilation}, groups={module.groups}, padding_mode="
-                              f"{module.padding_mode!r} are not supported (1, 1, 'zeros' only)")
-    padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-    return Conv2d(module.out_channels, tuple(module.kernel_size), tuple(module.stride), padding,  # type: ignore[arg-type]
-                  bias=module.bias is not None, name=name)
-
-
-def _pool_spec(module: nn.MaxPool2d | nn.AvgPool2d, name: str) -> LayerSpec:
-    padding = module.padding if isinstance(module.padding, int) else max(module.padding)
-    dilation = getattr(module, "dilation", 1)
-    if padding != 0 or module.ceil_mode or dilation not in (1, (1, 1)) or getattr(module, "divisor_override", None):
-        raise _NotConvertible("padding, ceil_mode, dilation and divisor_override are not supported")
-    cls = MaxPool if isinstance(module, nn.MaxPool2d) else AvgPool
-    return cls(module.kernel_size, module.stride or module.kernel_size, name=name)  # type: ignore[arg-type]
-
-
-def _children(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The leaf modules of (nested) Sequentials in order, with their state-dict prefixes."""
-    out = []
-    for name, child in module.named_children():
-        full = f"{prefix}{name}"
-        if isinstance(child, nn.Sequential):
-            out += _children(child, f"{full}.")
-        else:
-            out.append((full, child))
-    return out
-
-
 def from_torch_module(module: nn.Module, input_shape: tuple[int, ...] | list[int], *,
                       name: str = "torch_model") -> Network:
-    """Convert a plain ``nn.Sequential`` into a graftnet ``Network`` with the same weights.
+    """Convert a torch module into a graftnet ``Network`` with the same weights (graftnet 0.1's
+    name for :func:`graftnet.io.torch_fx.from_torch`, the one converter, which it calls).
 
-    Layer names are the Sequential's child names when they are valid graftnet names
-    (``nn.Sequential(OrderedDict(hidden1=...))``), else ``<type>_<index>`` (``linear_0``).
-    The result is checked: both are run on a random batch and must agree.
+    It differs only in its names and its check: layers keep the module's names where they
+    are plain names (``nn.Sequential(OrderedDict(hidden1=...))``), else ``<type>_<name>``
+    (``linear_0``, ``conv2d_features_3``), as graftnet 0.1 named them; both are run on a
+    random batch of four examples of ``input_shape`` and must agree within 1e-4.
 
         >>> seq = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10))
         >>> net = from_torch_module(seq, (1, 28, 28))
         >>> net.layer_names
         ['flatten_0', 'linear_1', 'relu_2', 'linear_3']
     """
-    if not isinstance(module, nn.Sequential):
-        raise ImportFormatError(f"from_torch_module converts nn.Sequential models, got {type(module).__name__}; "
-                                f"for other modules load their state dict into a graftnet Network with load_state")
-    children = _children(module)
-    specs, rename = [], {}
-    for i, (child_name, child) in enumerate(children):
-        following = children[i + 1][1] if i + 1 < len(children) else None
-        layer = _layer_name(child_name, child)
-        try:
-            spec = _spec_for(child, layer, following)
-        except (_NotConvertible, GraftnetError) as err:
-            raise ImportFormatError(f"cannot convert module {child_name!r} ({type(child).__name__}): {err}") from None
-        specs.append(spec)
-        for key in child.state_dict():
-            rename[f"{child_name}.{key}"] = f"{layer}.{key}"
-    try:
-        net = Network(specs, tuple(input_shape), name=name)
-    except GraftnetError as err:
-        raise ImportFormatError(f"cannot convert the module: {err}") from None
-    report = load_tensors(net, module.state_dict(), strict=True, source=type(module).__name__, rename=rename)
-    net.info.update(source=f"torch {type(module).__name__}", import_report=report.to_dict())
-    _check_same_outputs(module, net, tuple(input_shape))
-    return net
+    from graftnet.io.torch_fx import from_torch
+
+    example = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    return from_torch(module, example, name=name, tolerance=1e-4, _layer_name=_layer_name)
 
 
-@torch.no_grad()
-def _check_same_outputs(module: nn.Module, net: Network, input_shape: tuple[int, ...]) -> None:
-    was_training = module.training
-    module.eval()
-    net.eval()
-    try:
-        x = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
-        device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        expected = module(x.to(device)).cpu()
-        got = net.to(device)(x.to(device)).cpu()
-    finally:
-        module.train(was_training)
-    diff = (expected - got).abs().max().item() if expected.shape == got.shape else float("inf")
-    if not diff <= 1e-4 * max(1.0, expected.abs().max().item()):
-        raise ImportFormatError(f"the converted network does not reproduce the module (max abs difference "
-                                f"{diff:.3g}; output shapes {tuple(expected.shape)} and {tuple(got.shape)})")
+def _layer_name(name: str, module: nn.Module | None) -> str:
+    """Torch names ('0', 'features.3') -> graftnet 0.1's names ('linear_0', 'conv2d_features_3')."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+        return name
+    kind = type(module).__name__.lower() if module is not None else "op"
+    return f"{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
