@@ -125,6 +125,8 @@ def graft(
     device = next(base.parameters(), torch.empty(0)).device
     net.to(device)
     net.lineage = _lineage(base, reused, [s.name for s in head_specs], share)  # type: ignore[misc]
+    if head_net is None:  # fit(seed=) draws these afresh, so one seed fixes the whole run
+        net.lineage["untrained"] = [s.name for s in head_specs]
     if freeze is True:
         net.freeze(reused, bn_affine=bn_affine)
     elif freeze not in (None, False):

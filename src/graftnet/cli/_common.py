@@ -170,7 +170,8 @@ def check_model_fits(model: Any, data: Any) -> None:
         raise ShapeError(f"the model has {model.output_shape[0]} output(s) but data {data.name!r} needs "
                          f"{data.n_outputs} ({data.task})")
     classes = model.info.get("classes")
-    if classes and data.classes and list(classes) != list(data.classes):
+    by_index = classes == [str(i) for i in range(len(classes or []))]  # an imported model's: no names to compare
+    if classes and data.classes and not by_index and list(classes) != list(data.classes):
         raise ConfigError(f"the model was trained on classes {list(classes)} but data {data.name!r} has "
                           f"{list(data.classes)}")
 
