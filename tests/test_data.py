@@ -290,10 +290,10 @@ def test_download_verifies_and_writes_atomically(tmp_path: Path) -> None:
     bad_mirror.mkdir()
     for stem in IDX_FILES:
         (bad_mirror / f"{stem}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
-    dest = tmp_path / "dest"
+    dest = tmp_path / "cache" / "mnist"
     with pytest.raises(DataError, match=r"(?s)checksum mismatch.*expected ba891046"):
         download_idx("mnist", dest=dest, mirrors=[bad_mirror.as_uri()])
-    assert list(dest.iterdir()) == []  # nothing half-written is left behind
+    assert not (tmp_path / "cache").exists()  # nothing half-written, not even an empty folder, is left behind
 
     # The bad mirror is tried first, then the good one.
     folder = download_idx("mnist", dest=dest, mirrors=[bad_mirror.as_uri(), mirror.as_uri()])

@@ -56,7 +56,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, required: bool = False) ->
                        help="fashion, fashion:A (8 classes), fashion:B (sandal vs shirt, 200 images), mnist, "
                             "mnist:0-4, digits, FILE.npz, or an image folder (one sub-folder per class)")
     group.add_argument("--data-root", metavar="DIR",
-                       help="folder holding fashion-mnist/ and mnist/ IDX files (same as $GRAFTNET_DATA)")
+                       help="data root holding fashion-mnist/ and mnist/ (as $GRAFTNET_DATA and Python's root=; "
+                            "the dataset's own folder works too); only read, never written")
     for split in ("train", "valid", "test"):
         group.add_argument(f"--{split}-size", type=int, metavar="N", help=f"use the first N {split} examples")
 
