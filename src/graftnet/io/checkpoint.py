@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import graftnet
-from graftnet.errors import CheckpointError
+from graftnet.errors import CheckpointError, GraftnetError, brief_error
 from graftnet.network import Network
 
 __all__ = [
@@ -327,10 +327,21 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     """
     folder = resolve_model_dir(path)
     spec = _read_json(folder / SPEC)
-    model = Network.from_spec(spec, source=str(folder / SPEC))
+    try:
+        model = Network.from_spec(spec, source=str(folder / SPEC))
+    except CheckpointError:
+        raise
+    except (GraftnetError, TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        # a damaged spec: say which file, whatever layer or value the network builder tripped on
+        raise CheckpointError(f"{folder / SPEC} does not describe a network graftnet can build ("
+                              f"{brief_error(err, with_type=not isinstance(err, GraftnetError))}); the file "
+                              f"is corrupt or was edited by hand") from None
     _load_weights_strict(model, _read_tensors(folder / WEIGHTS), folder / WEIGHTS)
     meta_path = folder / METADATA
-    model.info = _read_json(meta_path) if meta_path.exists() else {}
+    info = _read_json(meta_path) if meta_path.exists() else {}
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{meta_path} holds {type(info).__name__}, not a table of metadata; the file is corrupt")
+    model.info = info
     model.info["path"] = str(folder)
     return model.to(device) if device is not None else model
 
@@ -397,4 +408,9 @@ def read_checkpoint(path: str | Path, *, device: str | torch.device | None = Non
         restored = flat_to_tensors(structure, flat)
     except KeyError as err:
         raise CheckpointError(f"{folder / OPTIMIZER} lacks tensor {err} named in {STATE}; the checkpoint is corrupt") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder / STATE} is not a trainer state graftnet wrote ({brief_error(err)}); "
+                              f"the checkpoint is corrupt") from None
+    if not isinstance(restored, dict) or not isinstance(restored.get("state"), dict):
+        raise CheckpointError(f"{folder / STATE} holds no trainer state table; the checkpoint is corrupt")
     return model, restored

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -94,7 +95,8 @@ def _torch_load(path: Path) -> Any:
     except pickle.UnpicklingError as err:
         raise ImportFormatError(_refusal(path, err)) from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            MemoryError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError) as err:
+            MemoryError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError,
+            AssertionError, struct.error) as err:  # torch's legacy reader asserts on damaged storage keys
         raise ImportFormatError(f"{path} cannot be read as a PyTorch file ({_without_advice(err)}); it is "
                                 f"truncated, corrupt or not a torch.save file") from None
 
