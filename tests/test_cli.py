@@ -434,7 +434,8 @@ def test_data_root_is_one_convention_and_only_read(tmp_path, capsys):
             "--test-size", "20", "--epochs", "1", "--hidden", "8", "--output-dir", str(out), "--device", "cpu"]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert f"data: mnist:0-1 from {root / 'mnist'}: train-images-idx3-ubyte.gz (sha256 verified)" in err
+    assert (f"data: mnist:0-1 from train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            f"t10k-labels-idx1-ubyte.gz in {root / 'mnist'} (sha256 verified)") in err
     run = only_run(out)
     meta = json.loads((run / "model" / "metadata.json").read_text())
     assert meta["data"]["root"] == str(root / "mnist") and len(meta["data"]["files"]) == 4

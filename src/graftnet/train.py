@@ -724,8 +724,9 @@ def _say_data(data: Dataset, say: Callable[[str], None]) -> None:
     """One line naming the files the data came from and whether their checksums were verified."""
     files = data.source.get("files") if isinstance(data.source, dict) else None
     if files:
-        say(f"data: {data.name} from {data.source.get('root', '?')}: " + ", ".join(
-            f"{Path(f['path']).name} ({f['checksum']})" for f in files))
+        statuses = sorted({f["checksum"] for f in files})
+        say(f"data: {data.name} from {', '.join(Path(f['path']).name for f in files)} in "
+            f"{data.source.get('root', '?')} ({'; '.join(statuses)})")
 
 
 def _save(path: Path, model: Network, opt, scheduler, generator: torch.Generator, history: History, epoch: int,
