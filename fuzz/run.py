@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(result: dict[str, Any]) -> None:
         counts[result["target"]][result["outcome"]] += 1
+        done = sum(sum(c.values()) for c in counts.values())
+        if done % 1000 == 0:
+            print(f"... {done:,} of {len(jobs):,} cases, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         slowest[result["target"]] = max(slowest[result["target"]], result.get("seconds") or 0.0)
         if result["outcome"] in PROBLEMS:
             problems.append(result)

@@ -714,9 +714,10 @@ def _seed_new_layers(model: Network, seed: int | None) -> None:
     fresh = model.lineage.pop("untrained", None) if isinstance(model.lineage, dict) else None
     if seed is None or not fresh:
         return
-    for name in fresh:
-        i = model.index(name)
-        built = model.specs[i].build(model.input_shape if i == 0 else model.shapes[i - 1])
+    for name in [n for f in fresh for n in (model.block(f) if f in model.blocks else [f])]:  # a block: its layers
+        spec = model.spec_of(name)
+        in_shapes = [model.shape_of(source) for source in model.inputs_of(name)]  # graph: the layers it reads
+        built = spec.build(in_shapes if spec.merges else in_shapes[0])
         model.layer(name).load_state_dict(built.state_dict())  # copies into the layer's own tensors and device
 
 
