@@ -4,6 +4,7 @@
 #   make test   - venv + data, then the test suite
 #   make demo   - venv + data, then `graftnet demo`
 #   make bench  - the benchmarks in bench/
+#   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -23,7 +24,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo test bench clean
+.PHONY: venv data demo test bench fuzz clean
 
 venv: $(STAMP)
 
@@ -60,6 +61,12 @@ bench: venv data
 		|| echo "tensorflow-cpu not installed: the Keras rows will say so"; \
 	fi
 	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(PY) bench/run.py $(BENCH_ARGS)
+
+# Mutated and truncated copies of the seed corpus (fuzz/corpus) fed to every importer, offline:
+# exits 1 on any crash, hang, unclear message or write. FUZZ_ARGS="--cases 5000 --seed 1" for more.
+FUZZ_ARGS ?= --cases 1000 --workers $(PYTEST_WORKERS)
+fuzz: venv
+	PYTHONPATH=src $(PY) fuzz/run.py $(FUZZ_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

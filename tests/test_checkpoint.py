@@ -237,3 +237,62 @@ def test_a_reloaded_model_saved_elsewhere_does_not_keep_its_old_path(tmp_path):
     assert "path" not in written and written["data"] == "digits"
     assert loaded.info["path"] == str(tmp_path / "a")  # the model in memory still says where it came from
     assert load_model(tmp_path / "b").info["path"] == str(tmp_path / "b")
+
+
+# ---------------------------------------------------------------- permissions, NAME.prev, what a model is
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_a_save_writes_follows_the_umask(tmp_path, umask):
+    """safetensors' writer makes 0600 files; a model, a checkpoint and an exported state dict must
+    be as shareable as the user's umask allows, like every other file graftnet writes."""
+    import os
+
+    from graftnet.io.torch_state import save_state
+
+    old = os.umask(umask)
+    try:
+        save_model(net(0), tmp_path / "m")
+        save_checkpoint(tmp_path / "ck", net(0), state={"epoch": 1, "rng": torch.get_rng_state()})
+        save_state(net(0), tmp_path / "w.safetensors")
+    finally:
+        os.umask(old)
+    files = [*(tmp_path / "m").iterdir(), *(tmp_path / "ck").iterdir(), tmp_path / "w.safetensors"]
+    assert {p.name for p in files} >= {"weights.safetensors", "optimizer.safetensors", "spec.json", "w.safetensors"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: oct(0o666 & ~umask) for p in files}
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_save_over_a_lone_prev_keeps_it_until_the_new_save_is_in_place(tmp_path, monkeypatch):
+    """After a kill between the two renames only NAME.prev is whole; the next save must not
+    delete it before its own folder has replaced it."""
+    import graftnet.io.checkpoint as ck
+
+    save_model(net(0), tmp_path / "m")
+    (tmp_path / "m").rename(tmp_path / "m.prev")
+    real_replace = ck.os.replace
+
+    def killed(src, dst):  # the process dies as the new folder is about to be renamed in
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(net(1), tmp_path / "m")
+    monkeypatch.setattr(ck.os, "replace", real_replace)
+    with pytest.warns(UserWarning, match="a save was interrupted"):
+        assert same_weights(load_model(tmp_path / "m"), net(0))
+
+
+def test_a_saved_model_says_what_its_outputs_are(tmp_path):
+    from graftnet.io.checkpoint import output_description
+
+    softmax = Network.mlp(4, [8], 3, output_activation="softmax")
+    save_model(softmax, tmp_path / "softmax")
+    meta = json.loads((tmp_path / "softmax" / "metadata.json").read_text())
+    assert (meta["task"], meta["output_activation"], meta["classes"]) == ("multiclass", "softmax", ["0", "1", "2"])
+    sigmoid = Network.mlp(4, [8], 1, output_activation="sigmoid")
+    assert output_description(sigmoid) == {"task": "binary", "output_activation": "sigmoid", "classes": ["0", "1"]}
+    logits = Network.mlp(4, [8], 3)  # logits or regression: nothing says which
+    assert output_description(logits)["task"] is None
+    logits.info.update(task="multiclass", classes=["cat", "dog", "eel"])
+    save_model(logits, tmp_path / "named")
+    meta = json.loads((tmp_path / "named" / "metadata.json").read_text())
+    assert (meta["task"], meta["output_activation"], meta["classes"]) == ("multiclass", "linear", ["cat", "dog", "eel"])

@@ -338,3 +338,110 @@ def test_hidden_sizes_accept_spaces_or_commas():
     assert cli_train._overrides(commas)["model"]["hidden"] == [300, 100]
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--hidden", "300,x"])
+
+
+# ---------------------------------------------------------------- models that know what they are
+def test_predict_a_model_saved_from_python_prints_classes_and_probabilities(tmp_path, capsys):
+    """The README's flow (gn.fit + gn.save_model, no recipe) gives a model whose predictions are
+    classes and probabilities, not raw logits under a regression header."""
+    from graftnet.data import digits
+    from graftnet.network import Network
+    from graftnet.train import fit
+
+    data = digits().head(train=200)
+    model = Network.mlp(data.input_shape, [16], data.n_outputs)
+    fit(model, data, epochs=1, verbose=False, cache=False, device="cpu")
+    save_model(model, tmp_path / "m")
+    assert main(["predict", str(tmp_path / "m"), "--data", "digits", "-o", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.reader((tmp_path / "p.csv").open()))
+    assert rows[0] == ["predicted", *data.classes] and len(rows) == 1 + len(data.test)
+    probs = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5) and (probs >= 0).all()
+    assert [row[0] for row in rows[1:]] == [data.classes[i] for i in probs.argmax(1)]
+
+
+def test_predict_an_imported_keras_softmax_model_prints_classes(tmp_path, capsys):
+    fixture = Path(__file__).parent / "fixtures" / "keras" / "keras2_cnn.keras"
+    assert main(["import", str(fixture), "-o", str(tmp_path / "k")]) == 0
+    meta = json.loads((tmp_path / "k" / "metadata.json").read_text())
+    assert (meta["task"], meta["output_activation"], meta["classes"]) == ("multiclass", "softmax",
+                                                                           [str(i) for i in range(10)])
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((4, 3, 12, 12), dtype=np.float32))
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "k"), str(tmp_path / "x.npy")]) == 0
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert rows[0] == ["predicted", *[str(i) for i in range(10)]] and len(rows) == 5
+    assert np.allclose([sum(float(v) for v in row[1:]) for row in rows[1:]], 1.0, atol=1e-5)
+
+
+def test_predict_says_when_nothing_describes_the_outputs(tmp_path, capsys):
+    from graftnet.network import Network
+
+    save_model(Network.mlp(4, [8], 3), tmp_path / "bare")  # linear outputs, never trained: logits or values?
+    np.save(tmp_path / "x.npy", np.zeros((2, 4), dtype=np.float32))
+    assert main(["predict", str(tmp_path / "bare"), str(tmp_path / "x.npy")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == "output_0,output_1,output_2"
+    assert "does not say what its outputs are" in captured.err and "--data" in captured.err
+
+
+# ---------------------------------------------------------------- --debug anywhere
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_works_anywhere_on_the_command_line(tmp_path, capsys, where):
+    words = ["inspect", str(tmp_path / "missing")]
+    argv = ["--debug", *words] if where == "before" else [*words, "--debug"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().endswith(f"no model at {tmp_path / 'missing'}: the directory does "
+                                                        f"not exist")
+
+
+# ---------------------------------------------------------------- the recipe on disk describes what ran
+def test_resume_refuses_settings_the_checkpoint_fixes_and_keeps_the_recipe_true(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, epochs=2)
+    assert main(["train", str(recipe), "-q"]) == 0
+    run = only_run(tmp_path / "runs")
+    written = (run / "recipe.toml").read_text()
+    assert main(["train", "--resume", str(run), "--lr", "0.5", "--epochs", "3", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "[train] optimizer (" in err and "cannot apply" in err and "0.5" in err
+    assert main(["train", "--resume", str(run), "--seed", "8", "--epochs", "3", "-q"]) == 2
+    assert "[train] seed (7 in the run, 8 given)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--epochs", "1", "-q"]) == 2
+    assert "already trained 2 epoch(s) and epochs = 1, so there is nothing left to train; pass --epochs N with " \
+           "N > 2" in capsys.readouterr().err
+    assert (run / "recipe.toml").read_text() == written  # refused: nothing rewritten
+    assert main(["train", "--resume", str(run), "--epochs", "3", "-q"]) == 0
+    assert "trained 3 epoch(s)" in capsys.readouterr().out
+    saved = tomllib.loads((run / "recipe.toml").read_text())
+    assert saved["train"]["epochs"] == 3 and saved["train"]["optimizer"]["lr"] == 0.05
+
+
+# ---------------------------------------------------------------- data folders
+def test_data_root_is_one_convention_and_only_read(tmp_path, capsys):
+    """--data-root, a recipe's root and Python's root= name the same folder (holding mnist/), and
+    a root that lacks the files is an error that writes nothing there."""
+    from graftnet.data import find_idx_dir
+
+    source = find_idx_dir("mnist")
+    assert source is not None
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    for path in source.iterdir():
+        (root / "mnist" / path.name).symlink_to(path)
+    out = tmp_path / "runs"
+    args = ["train", "--data", "mnist:0-1", "--data-root", str(root), "--train-size", "50", "--valid-size", "20",
+            "--test-size", "20", "--epochs", "1", "--hidden", "8", "--output-dir", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert (f"data: mnist:0-1 from train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+            f"t10k-labels-idx1-ubyte.gz in {root / 'mnist'} (sha256 verified)") in err
+    run = only_run(out)
+    meta = json.loads((run / "model" / "metadata.json").read_text())
+    assert meta["data"]["root"] == str(root / "mnist") and len(meta["data"]["files"]) == 4
+    assert tomllib.loads((run / "recipe.toml").read_text())["data"]["root"] == str(root)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*args[:3], "--data-root", str(empty), *args[5:]]) == 2
+    assert "MNIST not found" in capsys.readouterr().err
+    assert list(empty.iterdir()) == []  # given only for reading: nothing downloaded or created there

@@ -136,3 +136,27 @@ def test_inspect_of_a_grafted_model_shows_a_short_lineage(base_dir, tmp_path, ca
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("lineage:")]
     assert lines == [f"lineage:   base a ({base_dir}, fingerprint {fingerprint[:12]}), "
                      f"3 reused and 1 new layer(s)"]  # flatten, hidden1, hidden2 reused
+
+
+def test_graft_and_finetune_never_replace_a_model_silently(base_dir, tmp_path, capsys, monkeypatch):
+    """Outputs are named after the input folder (not the network's name, which every MLP shares),
+    and an existing model there is replaced only with --overwrite, as import and export do."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["graft", str(base_dir), "--add", "10", "--freeze", "reused"]) == 0
+    out = tmp_path / "models" / f"{base_dir.name}-graft"
+    assert (out / "spec.json").is_file()
+    first = (out / "weights.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["graft", str(base_dir), "--add", "10"]) == 2
+    err = capsys.readouterr().err
+    assert f"models/{base_dir.name}-graft already exists; pass --overwrite to replace it" in err
+    assert (out / "weights.safetensors").read_bytes() == first
+    assert main(["graft", str(base_dir), "--add", "10", "--overwrite", "--seed", "3"]) == 0
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN)
+    finetune = ["finetune", str(out), "--plan", str(plan), "--data", "digits", "--train-size", "200"]
+    assert main(finetune) == 0
+    assert (tmp_path / "models" / f"{base_dir.name}-graft-ft" / "spec.json").is_file()
+    assert main(finetune) == 2  # refused before any training
+    assert "-graft-ft already exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*finetune, "--overwrite"]) == 0

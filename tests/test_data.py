@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import gzip
+import os
 import shutil
 import urllib.error
 from pathlib import Path
@@ -290,10 +291,10 @@ def test_download_verifies_and_writes_atomically(tmp_path: Path) -> None:
     bad_mirror.mkdir()
     for stem in IDX_FILES:
         (bad_mirror / f"{stem}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
-    dest = tmp_path / "dest"
+    dest = tmp_path / "cache" / "mnist"
     with pytest.raises(DataError, match=r"(?s)checksum mismatch.*expected ba891046"):
         download_idx("mnist", dest=dest, mirrors=[bad_mirror.as_uri()])
-    assert list(dest.iterdir()) == []  # nothing half-written is left behind
+    assert not (tmp_path / "cache").exists()  # nothing half-written, not even an empty folder, is left behind
 
     # The bad mirror is tried first, then the good one.
     folder = download_idx("mnist", dest=dest, mirrors=[bad_mirror.as_uri(), mirror.as_uri()])
@@ -401,3 +402,42 @@ def test_copying_the_idx_folder_is_found_via_graftnet_data(tmp_path: Path, monke
 def test_docstring_examples_run() -> None:
     results = doctest.testmod(gd, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert results.failed == 0 and results.attempted >= 8
+
+
+# ------------------------------------------------------------- one convention for data folders
+def test_root_names_a_data_root_or_the_dataset_folder_and_is_the_only_place_read(tmp_path, nowhere):
+    with pytest.raises(DataError, match=r"(?s)MNIST not found.*root .*: .*empty/mnist \(no such folder\).*"
+                                        r"writes nothing there"):
+        gd.mnist(root=tmp_path / "empty")  # download=True, yet nothing is fetched into a folder given to read
+    assert not (tmp_path / "empty").exists() and not (nowhere / "cache").exists()
+
+
+def test_data_root_forms_agree(tmp_path):
+    source = find_idx_dir("mnist")
+    root = tmp_path / "data"
+    (root / "mnist").mkdir(parents=True)
+    for stem in IDX_FILES:
+        (root / "mnist" / f"{stem}.gz").symlink_to(source / f"{stem}.gz")
+    assert gd.dataset_dir(root, "mnist") == root / "mnist" == gd.dataset_dir(root / "mnist", "mnist")
+    by_root, by_folder = gd.mnist(root=root, download=False), gd.mnist(root=root / "mnist", download=False)
+    assert by_root.source["root"] == by_folder.source["root"] == str(root / "mnist")
+    assert [Path(f["path"]).name for f in by_root.source["files"]] == [f"{stem}.gz" for stem in IDX_FILES]
+    assert {f["checksum"] for f in by_root.source["files"]} == {"sha256 verified"}
+    assert gd.load("mnist:0-1", root=root).source["root"] == str(root / "mnist")
+    from graftnet.recipe import build_data, resolve
+
+    before = os.environ.get("GRAFTNET_DATA")
+    built = build_data(resolve({"data": {"source": "mnist", "root": str(root), "train_size": 10}}))
+    assert built.source["root"] == str(root / "mnist") and os.environ.get("GRAFTNET_DATA") == before
+
+
+def test_an_empty_graftnet_data_is_an_error_not_a_silent_fallback(monkeypatch):
+    monkeypatch.setenv("GRAFTNET_DATA", "")
+    with pytest.raises(DataError, match="GRAFTNET_DATA is set but empty; set it to a data folder"):
+        gd.mnist(download=False)
+
+
+def test_a_failed_download_leaves_no_empty_cache_folder(nowhere: Path) -> None:
+    with pytest.raises(DataError, match="Downloading failed"):
+        gd.fashion_mnist()
+    assert not (nowhere / "cache").exists()

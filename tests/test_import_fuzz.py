@@ -338,3 +338,31 @@ def test_fuzz_torch_pickle(data):
 @given(data=mutations("w.npz"))
 def test_fuzz_npz(data):
     assert_clear_error("w.npz", data, _fuzz_dir("npz"))
+
+
+# --------------------------------------------------------------------- make fuzz: its corpus and harness
+def _fuzz_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "fuzz" / "run.py"
+    spec = importlib.util.spec_from_file_location("graftnet_fuzz_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_fuzz_seed_loads_intact():
+    """`make fuzz` damages these seeds: each must load as it is, or every case would be an error."""
+    fuzz = _fuzz_module()
+    for target in fuzz.TARGETS.values():
+        target.load(fuzz.CORPUS / target.seed)
+
+
+def test_fuzz_cases_are_reproducible_and_sorted():
+    fuzz = _fuzz_module()
+    first = fuzz.run_case("torch_pt", 3, 0)
+    assert first == {**fuzz.run_case("torch_pt", 3, 0), "seconds": first["seconds"]}
+    assert first["outcome"] in fuzz.OUTCOMES and first["mutation"]
+    assert not fuzz._is_clear("cannot be read", Path("/x/w.pt"), Path("/x/w.pt"))  # does not say which file
+    assert fuzz._is_clear("/x/w.pt cannot be read as a PyTorch file (bad)", Path("/x/w.pt"), Path("/x/w.pt"))
+    assert not fuzz._is_clear("/x/w.pt: retry with weights_only=False", Path("/x/w.pt"), Path("/x/w.pt"))

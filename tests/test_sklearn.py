@@ -36,6 +36,16 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def test_no_estimator_check_is_skipped_for_a_missing_dependency():
+    """check_estimator skips its DataFrame checks without pandas and its array-API checks unless
+    SciPy was imported with SCIPY_ARRAY_API=1 (conftest sets it); the README claims them all."""
+    from scipy._lib import _array_api
+
+    import pandas  # noqa: F401 - in the dev extra: an ImportError here, not a skip
+
+    assert str(_array_api.SCIPY_ARRAY_API) == "1", "SciPy was imported before SCIPY_ARRAY_API was set"
+
+
 @parametrize_with_checks(CHECKED, expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__])
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -225,7 +225,7 @@ def test_transfer_on_a_converted_resnet_selects_by_torch_names_freezes_and_fits(
     assert torch.equal(after["bn1.running_mean"], before["bn1.running_mean"])  # frozen BatchNorm: inference mode
     assert not torch.equal(after["layer4.1.conv2.weight"], before["layer4.1.conv2.weight"])  # trained
     assert not torch.equal(after["fc.weight"], before["fc.weight"])
-    assert len(history) == 1 and "cache_build_seconds" in history.last  # the frozen stages ran once, cached
+    assert len(history) == 1 and "cache_build_seconds" in history.last()  # the frozen stages ran once, cached
 
 
 def test_forward_takes_one_tensor_other_arguments_are_fixed_at_their_defaults():

@@ -185,3 +185,74 @@ def test_from_torch_module_converts_more_than_sequentials():
     assert net.inputs_of("add") == ["fc2", "input"]
     with pytest.raises(ImportFormatError, match=r"Linear is one layer: wrap it, e.g. nn.Sequential\(module\)"):
         from_torch_module(nn.Linear(2, 2), (2,))
+
+
+class _Plain:
+    """A class a pickle refers to by name (never instantiated on loading)."""
+
+
+def _raw_pickle(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case, refers_to", [
+    ("zip_object", f"{__name__}._Plain"),
+    ("legacy_object", f"{__name__}._Plain"),
+    ("module", "torch.nn.modules.linear.Linear"),
+    ("numpy", "numpy"),
+    ("raw_os_system", "os.system"),  # a plain pickle that would run a command: torch's wording differs here
+    ("raw_protocol4_object", f"{__name__}._Plain"),
+])
+def test_every_pickle_refusal_names_the_global_and_gives_no_bypass_advice(tmp_path, case, refers_to):
+    """Whatever torch's weights-only loader says (it words these cases differently, and some of
+    its messages advise weights_only=False), graftnet names the global the file refers to, does not
+    call the file corrupt, and never repeats the advice to load with weights_only=False."""
+    import pickle
+
+    import numpy as np
+
+    path = tmp_path / f"{case}.pt"
+    if case == "zip_object":
+        torch.save({"w": torch.zeros(2), "o": _Plain()}, path)
+    elif case == "legacy_object":
+        torch.save({"w": torch.zeros(2), "o": _Plain()}, path, _use_new_zipfile_serialization=False)
+    elif case == "module":
+        torch.save(nn.Linear(2, 2), path)
+    elif case == "numpy":
+        torch.save({"w": np.zeros(3)}, path)
+    elif case == "raw_os_system":
+        _raw_pickle(path, b"\x80\x02cos\nsystem\n(X\x04\x00\x00\x00trueS'x'\ntR.")
+    else:
+        _raw_pickle(path, pickle.dumps(_Plain(), protocol=4))
+    with pytest.raises(ImportFormatError) as raised:
+        load_state(graftnet_mlp(), path)
+    message = str(raised.value)
+    assert f"{case}.pt contains pickled objects other than tensors" in message
+    assert f"refers to {refers_to}" in message
+    assert "weights_only" not in message and "corrupt" not in message and "truncated" not in message
+
+
+def test_a_truncated_or_foreign_pickle_is_called_so(tmp_path):
+    import pickle
+
+    cut = _raw_pickle(tmp_path / "cut.pt", pickle.dumps({"a": 1}, protocol=2)[:-3])
+    with pytest.raises(ImportFormatError,
+                       match=r"cut\.pt (is not a valid|cannot be read as a) PyTorch file .*truncated, corrupt") as raised:
+        load_state(graftnet_mlp(), cut)
+    assert "weights_only" not in str(raised.value)
+    plain = _raw_pickle(tmp_path / "plain.pt", pickle.dumps({"a": 1}, protocol=4))  # whole, but not torch.save's
+    with pytest.raises(ImportFormatError, match=r"plain\.pt is a pickle that torch's weights-only loader cannot "
+                                                r"read .*re-save it with torch\.save") as raised:
+        load_state(graftnet_mlp(), plain)
+    assert "weights_only=False" not in str(raised.value) and "corrupt" not in str(raised.value)
+
+
+def test_pickle_globals_reads_opcodes_without_running_anything():
+    import pickle
+
+    from graftnet.io.torch_state import pickle_globals
+
+    assert pickle_globals(pickle.dumps(OrderedDict(a=1), protocol=2)) == (["collections.OrderedDict"], True)
+    assert pickle_globals(pickle.dumps(_Plain(), protocol=4)) == ([f"{__name__}._Plain"], True)
+    assert pickle_globals(b"\x80\x02cos\nsystem\n") == (["os.system"], False)  # truncated: no whole stream

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from graftnet.data import Dataset, Split, from_arrays
+from graftnet.errors import ConfigError
 from graftnet.network import Network
 from graftnet.optim import Cosine, Exponential, OneCycle, PiecewiseConstant, Plateau, Power
 from graftnet.train import EarlyStopping, evaluate, fit, predict, seed_everything
@@ -256,3 +257,96 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     history = fit(model, data, epochs=2, batch_size=16)
     assert len(history) == 2
     assert "epoch 2/2" in capsys.readouterr().err  # the epoch line stays after the bar
+
+
+# ---------------------------------------------------------------- resuming: what load finds, and nothing
+def test_resume_finds_the_checkpoint_a_killed_save_left_at_prev(tmp_path):
+    """A kill between the save's two renames leaves the checkpoint at NAME.prev: resume must
+    continue from it (as load_model does), not restart at epoch 1 and then delete it."""
+    data = blobs()
+    settings = dict(epochs=3, batch_size=16, lr=0.05, seed=3, **QUIET)
+    straight = mlp(data, seed=1)
+    fit(straight, data, **settings)
+
+    def interrupt(row, m):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(mlp(data, seed=1), data, checkpoint=tmp_path / "ck", callbacks=[interrupt], **settings)
+    (tmp_path / "ck").rename(tmp_path / "ck.prev")  # the instant between the two renames
+    resumed = mlp(data, seed=8)
+    history = fit(resumed, data, checkpoint=tmp_path / "ck", resume=True, **settings)
+    assert history["epoch"] == [1, 2, 3]
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=1e-6)
+    assert (tmp_path / "ck" / "state.json").is_file() and not (tmp_path / "ck.prev").exists()
+
+
+def test_resuming_from_nothing_is_an_error(tmp_path):
+    from graftnet.errors import CheckpointError
+
+    data = blobs()
+    with pytest.raises(CheckpointError, match=r"no training checkpoint at .*typo: the folder does not exist; "
+                                              r".*resume=False"):
+        fit(mlp(data), data, epochs=1, checkpoint=tmp_path / "typo", resume=True, **QUIET)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: it holds no state.json \(found: nothing\)"):
+        fit(mlp(data), data, epochs=1, checkpoint=tmp_path / "empty", resume=True, **QUIET)
+    with pytest.raises(ConfigError, match="resume=True needs checkpoint=DIR"):
+        fit(mlp(data), data, epochs=1, resume=True, **QUIET)
+
+
+def test_resume_with_no_epochs_left_says_nothing_was_trained(tmp_path):
+    data = blobs()
+    fit(mlp(data), data, epochs=2, checkpoint=tmp_path / "ck", **QUIET)
+    with pytest.warns(UserWarning, match=r"already at epoch 2 and epochs=1: nothing was trained; pass epochs > 2"):
+        history = fit(mlp(data), data, epochs=1, checkpoint=tmp_path / "ck", resume=True, **QUIET)
+    assert len(history) == 2
+
+
+# ---------------------------------------------------------------- one seed, a whole run
+@pytest.mark.parametrize("cache", [False, True])
+def test_fit_seed_fixes_a_grafted_head_whatever_the_rng_did_before(cache):
+    """One seed makes a grafted run reproducible: the new head is drawn from fit's seed, so runs
+    with and without the frozen-prefix cache end with the same weights without seeding by hand."""
+    from graftnet.layers import Dense
+    from graftnet.transfer import graft
+
+    data = blobs()
+    base = mlp(data, hidden=(16, 16), seed=0)
+    fit(base, data, epochs=1, seed=0, **QUIET)
+    finals = []
+    for rng_state, use_cache in ((1, False), (2, cache)):
+        torch.manual_seed(rng_state)  # whatever ran before the graft
+        model = graft(base, reuse=":-1", head=Dense(3), freeze=True)
+        fit(model, data, epochs=2, batch_size=16, lr=0.05, seed=5, **{**QUIET, "cache": use_cache})
+        finals.append(weights(model))
+    for key in finals[0]:
+        torch.testing.assert_close(finals[1][key], finals[0][key], rtol=0, atol=1e-5)
+    assert "untrained" not in model.lineage  # trained now: a later fit(seed=) must not draw it again
+
+
+def test_history_last_is_a_method_naming_what_was_recorded():
+    from graftnet.train import History
+
+    data = blobs()
+    history = fit(mlp(data), data, epochs=2, **QUIET)
+    assert history.last() == history.epochs[-1] and history.last("epoch") == 2
+    assert history.last("val_accuracy") == history["val_accuracy"][-1]
+    with pytest.raises(KeyError, match=r"no metric 'val_acc' in the last epoch; recorded: accuracy, epoch"):
+        history.last("val_acc")
+    assert History().last() == {}
+
+
+def test_fit_records_the_task_and_classes_a_saved_model_carries(tmp_path):
+    import json
+
+    from graftnet.io.checkpoint import save_model
+
+    data = blobs()
+    model = mlp(data)
+    fit(model, data, epochs=1, **QUIET)
+    save_model(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert (meta["task"], meta["classes"], meta["output_activation"]) == ("multiclass", ["0", "1", "2"], "linear")

@@ -254,7 +254,8 @@ def _interrupt_at(epoch: int):
     return callback
 
 
-def test_interrupted_plan_resumes_exactly(small, tmp_path):
+@pytest.mark.parametrize("cut", [3, 4])  # 3: stage 1 done, stage 2 not checkpointed; 4: mid stage 2
+def test_interrupted_plan_resumes_exactly(small, tmp_path, cut):
     start = graft(_base(small), reuse=":-1", head=Dense(small.n_outputs))
     plan = FineTune([Stage(2, train="outputs"), Stage(3, train="all", lr=0.05)], optimizer=SGD(lr=0.1, momentum=0.9))
     kwargs = {"batch_size": 64, "verbose": False, "seed": 3}
@@ -264,7 +265,7 @@ def test_interrupted_plan_resumes_exactly(small, tmp_path):
 
     interrupted = copy.deepcopy(start)
     with pytest.raises(KeyboardInterrupt):
-        plan.fit(interrupted, small, checkpoint=tmp_path / "ck", callbacks=[_interrupt_at(4)], **kwargs)
+        plan.fit(interrupted, small, checkpoint=tmp_path / "ck", callbacks=[_interrupt_at(cut)], **kwargs)
     assert json.loads((tmp_path / "ck" / "plan.json").read_text())["completed"] == 1
 
     resumed = copy.deepcopy(start)  # as a new process would: the starting model, then resume

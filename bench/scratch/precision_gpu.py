@@ -36,5 +36,5 @@ for precision in ("fp32", "bf16", "fp16"):
         test = gn.evaluate(model, data)["accuracy"]
         epoch_s = sorted(history["seconds"][1:])[1]
         print(f"{precision} b{batch}: graphed={graphed[0]} median epoch {epoch_s:.4f}s (epochs 2-4), "
-              f"val_acc {history.last['val_accuracy']:.4f}, test_acc {test:.4f}, fit wall {wall:.2f}s", flush=True)
+              f"val_acc {history.last('val_accuracy'):.4f}, test_acc {test:.4f}, fit wall {wall:.2f}s", flush=True)
 print(torch.__version__, torch.cuda.get_device_name())

@@ -25,6 +25,7 @@ import copy
 import gzip
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ import torch
 
 from graftnet.errors import DataError, did_you_mean, format_names
 
+log = logging.getLogger("graftnet")
+
 __all__ = [
     "Split",
     "Dataset",
@@ -57,6 +60,8 @@ __all__ = [
     "find_idx_dir",
     "download_idx",
     "locate_idx",
+    "dataset_dir",
+    "env_data_root",
     "IDX_FILES",
     "FASHION_MNIST_CLASSES",
     "MNIST_CLASSES",
@@ -578,13 +583,41 @@ def _cache_dir() -> Path:
     return Path(base) / "graftnet"
 
 
+def env_data_root() -> Path | None:
+    """``$GRAFTNET_DATA`` as a path, None when unset; set but empty is an error (a variable
+    expanded from nothing would otherwise fall back to other folders without a word)."""
+    value = os.environ.get("GRAFTNET_DATA")
+    if value is None:
+        return None
+    if not value.strip():
+        raise DataError("GRAFTNET_DATA is set but empty; set it to a data folder holding fashion-mnist/ and "
+                        "mnist/ (e.g. export GRAFTNET_DATA=~/data) or unset it to use the default folders")
+    return Path(value).expanduser()
+
+
+def dataset_dir(root: str | os.PathLike, folder: str) -> Path:
+    """The folder of one dataset under a data root: ``root/<folder>``, or ``root`` itself when it
+    is that dataset's folder (named ``fashion-mnist`` or ``mnist``).
+
+    One convention everywhere: Python's ``root=``, the command line's ``--data-root``, a
+    recipe's ``[data] root`` and ``$GRAFTNET_DATA`` all name a data root (a folder holding
+    ``fashion-mnist/`` and ``mnist/``); the dataset's own folder is accepted too.
+
+        >>> dataset_dir("/data", "mnist"), dataset_dir("/data/mnist", "mnist")
+        (PosixPath('/data/mnist'), PosixPath('/data/mnist'))
+    """
+    root = Path(root).expanduser()
+    return root if root.name == folder and not (root / folder).is_dir() else root / folder
+
+
 def _candidate_dirs(archive: _IdxArchive, root: str | os.PathLike | None) -> list[tuple[str, Path]]:
-    """(label, folder) pairs in search order."""
-    candidates = []
+    """(label, folder) pairs in search order. A ``root`` given is the only place looked."""
     if root is not None:
-        candidates.append(("root argument", Path(root)))
-    if os.environ.get("GRAFTNET_DATA"):
-        candidates.append((f"$GRAFTNET_DATA/{archive.folder}", Path(os.environ["GRAFTNET_DATA"]) / archive.folder))
+        return [(f"root {root}", dataset_dir(root, archive.folder))]
+    candidates = []
+    env = env_data_root()
+    if env is not None:
+        candidates.append((f"$GRAFTNET_DATA/{archive.folder}", dataset_dir(env, archive.folder)))
     candidates.append(("system datasets", SYSTEM_DATASETS_DIR / archive.folder))
     candidates.append(("user cache", _cache_dir() / archive.folder))
     return candidates
@@ -604,7 +637,8 @@ def _missing_files(directory: Path) -> list[str]:
 def find_idx_dir(name: str, root: str | os.PathLike | None = None) -> Path | None:
     """The first folder, in search order, that holds all four IDX files of ``name``, or None.
 
-    Order: ``root``, ``$GRAFTNET_DATA/<folder>``, ``/usr/share/datasets/<folder>``,
+    ``root`` given: only ``root/<folder>`` (or ``root`` itself, see :func:`dataset_dir`). Else,
+    in order, ``$GRAFTNET_DATA/<folder>``, ``/usr/share/datasets/<folder>``,
     ``~/.cache/graftnet/<folder>`` (``$XDG_CACHE_HOME`` respected), where ``<folder>``
     is ``fashion-mnist`` or ``mnist``.
 
@@ -645,6 +679,20 @@ def download_idx(name: str, dest: str | os.PathLike | None = None, mirrors: Sequ
     """
     archive = _archive(name)
     directory = Path(dest) if dest is not None else _cache_dir() / archive.folder
+    created = [p for p in (directory, *directory.parents) if not p.exists()]  # removed again on failure
+    try:
+        _download_files(archive, directory, mirrors)
+    except BaseException:
+        for folder in created:  # deepest first: leave no empty cache folders behind
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a file arrived) or already gone
+                break
+        raise
+    return directory
+
+
+def _download_files(archive: _IdxArchive, directory: Path, mirrors: Sequence[str] | None) -> None:
     for stem in IDX_FILES:
         target = directory / f"{stem}.gz"
         if target.is_file() and _sha256_of_content(target) == archive.sha256[stem]:
@@ -659,7 +707,6 @@ def download_idx(name: str, dest: str | os.PathLike | None = None, mirrors: Sequ
                 failures.append(f"{url}: {getattr(exc, 'reason', exc)}")
         else:
             raise DataError(f"could not download {archive.title} {stem}.gz:\n  " + "\n  ".join(failures))
-    return directory
 
 
 def _not_found_message(archive: _IdxArchive, root: Any, reason: str) -> str:
@@ -673,8 +720,12 @@ def _not_found_message(archive: _IdxArchive, root: Any, reason: str) -> str:
             f"  - install the Debian/Ubuntu package: sudo apt-get install {archive.apt_package} "
             f"(puts the files in {SYSTEM_DATASETS_DIR / archive.folder})"
         )
-    fixes.append(f"  - set GRAFTNET_DATA to a folder holding {archive.folder}/ with the four IDX .gz files")
-    fixes.append(f"  - connect to the internet and load again with download=True (from {archive.mirrors[0]})")
+    if root is not None:
+        fixes.append(f"  - put the four IDX .gz files in {dataset_dir(root, archive.folder)}, or leave out the "
+                     f"root to search the default folders (and download into the user cache)")
+    else:
+        fixes.append(f"  - set GRAFTNET_DATA to a folder holding {archive.folder}/ with the four IDX .gz files")
+        fixes.append(f"  - connect to the internet and load again with download=True (from {archive.mirrors[0]})")
     return (
         f"{archive.title} not found. Looked in:\n"
         + "\n".join(places)
@@ -695,10 +746,13 @@ def locate_idx(name: str, root: str | os.PathLike | None = None, download: bool 
     directory = find_idx_dir(archive.name, root)
     if directory is not None:
         return directory
+    if root is not None:  # a folder given to read from is never written into
+        raise DataError(_not_found_message(archive, root, "A root was given: graftnet reads it and writes "
+                                                          "nothing there."))
     if not download:
         raise DataError(_not_found_message(archive, root, "Downloading was turned off (download=False)."))
     try:
-        return download_idx(archive.name, dest=root)
+        return download_idx(archive.name)
     except DataError as exc:
         raise DataError(_not_found_message(archive, root, f"Downloading failed: {exc}")) from exc
 
@@ -718,16 +772,19 @@ def _read_verified(path: str, mtime_ns: int, size: int, sha256: str) -> np.ndarr
     return data
 
 
-def _idx_arrays(archive: _IdxArchive, root: Any, download: bool) -> tuple[Path, list[np.ndarray]]:
+def _idx_arrays(archive: _IdxArchive, root: Any, download: bool) -> tuple[Path, list[np.ndarray], list[dict]]:
     directory = locate_idx(archive.name, root, download)
-    arrays = []
+    arrays, files = [], []
     for stem in IDX_FILES:
         path = _idx_path(directory, stem)
         if path is None:  # removed since locate_idx looked
             raise DataError(f"{directory / stem}.gz: no such file")
         stat = path.stat()
         arrays.append(_read_verified(str(path), stat.st_mtime_ns, stat.st_size, archive.sha256[stem]))
-    return directory, arrays
+        files.append({"path": str(path), "sha256": archive.sha256[stem], "checksum": "sha256 verified"})
+    log.info("%s: read %s from %s (sha256 of each verified)", archive.title,
+             ", ".join(Path(f["path"]).name for f in files), directory)
+    return directory, arrays, files
 
 
 # ------------------------------------------------------------------------ scaling, loaders
@@ -782,7 +839,7 @@ def _image_dataset(
 
 
 def _idx_dataset(archive: _IdxArchive, root: Any, valid_size: int, scale: str, download: bool) -> Dataset:
-    directory, (x_train, y_train, x_test, y_test) = _idx_arrays(archive, root, download)
+    directory, (x_train, y_train, x_test, y_test), files = _idx_arrays(archive, root, download)
     return _image_dataset(
         archive.name,
         x_train,
@@ -793,7 +850,7 @@ def _idx_dataset(archive: _IdxArchive, root: Any, valid_size: int, scale: str, d
         valid_size,
         scale,
         255.0,
-        {"loader": archive.name, "root": str(directory)},
+        {"loader": archive.name, "root": str(directory), "files": files},
     )
 
 
@@ -804,9 +861,12 @@ def fashion_mnist(
 
     The first ``valid_size`` training images form the validation set (the convention of
     Hands-On Machine Learning), so the default splits are 55,000 / 5,000 / 10,000.
-    Files are looked for in ``root``, ``$GRAFTNET_DATA/fashion-mnist``,
+    ``root`` is a data root holding ``fashion-mnist/`` (as ``$GRAFTNET_DATA``; the
+    ``fashion-mnist`` folder itself works too) and is then the only place read, never
+    written. Without it the files are looked for in ``$GRAFTNET_DATA/fashion-mnist``,
     ``/usr/share/datasets/fashion-mnist`` and ``~/.cache/graftnet/fashion-mnist``, then
-    downloaded (checksums verified) unless ``download=False``.
+    downloaded into the user cache (checksums verified) unless ``download=False``. Every
+    file's sha256 is checked on reading; ``source["files"]`` names them.
 
         >>> fashion = fashion_mnist()                    # doctest: +SKIP
         >>> fashion.train.x.shape, fashion.classes[9]    # doctest: +SKIP
@@ -1123,8 +1183,8 @@ def image_folder(
 _MNIST_RANGE = re.compile(r"^mnist:(\d)-(\d)$")
 
 
-def _fashion_task(which: str) -> Dataset:
-    fashion = fashion_mnist()
+def _fashion_task(which: str, root: str | os.PathLike | None = None) -> Dataset:
+    fashion = fashion_mnist(root)
     if which == "A":
         return fashion.without_classes(["Sandal", "Shirt"])
     return fashion.only_classes(["Sandal", "Shirt"]).as_binary("Shirt").head(train=200)
@@ -1136,13 +1196,14 @@ def _named(data: Dataset, spec: str) -> Dataset:
     return data
 
 
-def load(name_or_path: str) -> Dataset:
+def load(name_or_path: str, root: str | os.PathLike | None = None) -> Dataset:
     """A dataset from the short names the command line uses, an .npz file or an image folder.
 
     Accepted forms are listed in ``LOAD_FORMS``: ``fashion``, ``fashion_mnist``,
     ``fashion:A`` (8 classes: all but Sandal and Shirt), ``fashion:B`` (Sandal vs Shirt,
     binary, positive Shirt, first 200 training images), ``mnist``, ``mnist:0-4``,
-    ``mnist:5-9``, ``digits``, ``PATH.npz``, ``DIRECTORY``.
+    ``mnist:5-9``, ``digits``, ``PATH.npz``, ``DIRECTORY``. ``root`` is the data root of
+    the IDX datasets (see :func:`dataset_dir`).
 
         >>> load("fashion:A").n_classes  # doctest: +SKIP
         8
@@ -1150,12 +1211,12 @@ def load(name_or_path: str) -> Dataset:
     spec = str(name_or_path).strip()
     key = spec.lower().replace("-", "_")
     if key in ("fashion", "fashion_mnist"):
-        return _named(fashion_mnist(), "fashion_mnist")
+        return _named(fashion_mnist(root), "fashion_mnist")
     if key in ("fashion:a", "fashion:b", "fashion_mnist:a", "fashion_mnist:b"):
         which = key[-1].upper()
-        return _named(_fashion_task(which), f"fashion:{which}")
+        return _named(_fashion_task(which, root), f"fashion:{which}")
     if key == "mnist":
-        return _named(mnist(), "mnist")
+        return _named(mnist(root), "mnist")
     if key == "digits":
         return _named(digits(), "digits")
     match = _MNIST_RANGE.match(spec.lower())
@@ -1163,7 +1224,7 @@ def load(name_or_path: str) -> Dataset:
         low, high = int(match.group(1)), int(match.group(2))
         if high - low < 1:
             raise DataError(f"{spec!r}: a digit range needs at least 2 digits, low-high with low < high")
-        return _named(mnist().only_classes([str(d) for d in range(low, high + 1)]), f"mnist:{low}-{high}")
+        return _named(mnist(root).only_classes([str(d) for d in range(low, high + 1)]), f"mnist:{low}-{high}")
     path = Path(spec).expanduser()
     if spec.lower().endswith(".npz"):
         return from_npz(path)

@@ -307,9 +307,7 @@ def build_data(recipe: dict[str, Any]):  # -> graftnet.data.Dataset
     from graftnet import data as gd
 
     section = recipe["data"]
-    if section["root"]:
-        os.environ["GRAFTNET_DATA"] = str(Path(section["root"]).expanduser().resolve())
-    data = gd.load(section["source"])
+    data = gd.load(section["source"], root=section["root"] or None)  # root: as Python's root= (gd.dataset_dir)
     if section["classes"]:
         data = data.only_classes(section["classes"])
     if section["exclude"]:

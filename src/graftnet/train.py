@@ -71,9 +71,19 @@ class History:
     def __len__(self) -> int:
         return len(self.epochs)
 
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.epochs[-1] if self.epochs else {}
+    def last(self, key: str | None = None) -> Any:
+        """The last epoch's row, or one value of it: ``history.last("val_accuracy")``.
+
+        A method, like ``len(history)`` and ``history["loss"]`` read the records; the row is
+        ``{}`` before any epoch, and a key no epoch recorded is a KeyError listing those recorded.
+        """
+        row = self.epochs[-1] if self.epochs else {}
+        if key is None:
+            return dict(row)
+        if key not in row:
+            known = sorted(row)
+            raise KeyError(f"no metric {key!r} in the last epoch; recorded: {', '.join(known) or 'nothing yet'}")
+        return row[key]
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "stop_reason": self.stop_reason}
@@ -416,9 +426,14 @@ def fit(
     model.to(device)
     if seed is not None:
         torch.manual_seed(seed)
+    _seed_new_layers(model, seed)
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,))))
-    resuming = bool(resume and checkpoint and (Path(checkpoint) / "state.json").exists())
-    run = _prepare(model, data, device, cache, augment, metrics, say, Path(checkpoint) if resuming else None)
+    resume_from = _resume_folder(checkpoint) if resume else None
+    run = _prepare(model, data, device, cache, augment, metrics, say, resume_from)
+    # the model now knows what it is: save_model writes these, predict reads them
+    model.info.update(task=data.task, classes=list(data.classes) if data.classes else None,
+                      output_activation=run.act, data_name=data.name)
+    _say_data(data, say)
     n = len(run.x)
     if n == 0:
         raise ConfigError(f"data {data.name!r} has no training examples")
@@ -427,9 +442,14 @@ def fit(
     scheduler = sched_spec.build(opt, epochs, steps) if sched_spec else None
     first_epoch, best, best_state, wait = 0, None, None, 0
 
-    if resume and checkpoint and (Path(checkpoint) / "state.json").exists():
-        first_epoch, best, best_state, wait = _restore(Path(checkpoint), model, opt, scheduler, generator, history, device)
-        say(f"resumed from {checkpoint} after epoch {first_epoch}")
+    if resume_from is not None:
+        first_epoch, best, best_state, wait = _restore(resume_from, model, opt, scheduler, generator, history, device)
+        say(f"resumed from {resume_from} after epoch {first_epoch}")
+        if first_epoch >= epochs:
+            message = (f"the checkpoint {resume_from} is already at epoch {first_epoch} and epochs={epochs}: "
+                       f"nothing was trained; pass epochs > {first_epoch} to train more")
+            warnings.warn(message, stacklevel=2)
+            say(message)
 
     trainable = [p for g in opt.param_groups for p in g["params"]]
     autocast = _autocast(precision, device)
@@ -668,6 +688,48 @@ def _autocast(precision: str, device: torch.device) -> Any:
 
 
 # ---------------------------------------------------------------- checkpoints
+def _resume_folder(checkpoint: str | Path | None) -> Path:
+    """The checkpoint ``fit(resume=True)`` continues from: ``checkpoint``, or ``checkpoint.prev``
+    where a save was killed between its two renames (as ``load_model`` finds it). Resuming
+    from nothing is an error, not a silent start at epoch 1."""
+    from graftnet.errors import CheckpointError
+    from graftnet.io.checkpoint import STATE, find_checkpoint
+
+    if checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=DIR: the folder a previous fit wrote its checkpoint to")
+    found = find_checkpoint(checkpoint)
+    if found is None:
+        path = Path(checkpoint)
+        what = ("the folder does not exist" if not path.exists() else
+                f"it holds no {STATE} (found: {', '.join(sorted(p.name for p in path.iterdir())) or 'nothing'})"
+                if path.is_dir() else "it is a file")
+        raise CheckpointError(f"resume=True but there is no training checkpoint at {path}: {what}; "
+                              f"check the path, or pass resume=False to train from the first epoch")
+    return found
+
+
+def _seed_new_layers(model: Network, seed: int | None) -> None:
+    """Layers ``graft`` added that nothing has trained yet get fresh weights drawn from ``seed``,
+    so one seed makes a grafted run reproducible whatever the RNG did before the graft."""
+    fresh = model.lineage.pop("untrained", None) if isinstance(model.lineage, dict) else None
+    if seed is None or not fresh:
+        return
+    for name in [n for f in fresh for n in (model.block(f) if f in model.blocks else [f])]:  # a block: its layers
+        spec = model.spec_of(name)
+        in_shapes = [model.shape_of(source) for source in model.inputs_of(name)]  # graph: the layers it reads
+        built = spec.build(in_shapes if spec.merges else in_shapes[0])
+        model.layer(name).load_state_dict(built.state_dict())  # copies into the layer's own tensors and device
+
+
+def _say_data(data: Dataset, say: Callable[[str], None]) -> None:
+    """One line naming the files the data came from and whether their checksums were verified."""
+    files = data.source.get("files") if isinstance(data.source, dict) else None
+    if files:
+        statuses = sorted({f["checksum"] for f in files})
+        say(f"data: {data.name} from {', '.join(Path(f['path']).name for f in files)} in "
+            f"{data.source.get('root', '?')} ({'; '.join(statuses)})")
+
+
 def _save(path: Path, model: Network, opt, scheduler, generator: torch.Generator, history: History, epoch: int,
           best, best_state, wait: int, data: Dataset) -> None:
     from graftnet.io.checkpoint import save_checkpoint

@@ -125,6 +125,8 @@ def graft(
     device = next(base.parameters(), torch.empty(0)).device
     net.to(device)
     net.lineage = _lineage(base, reused, [s.name for s in head_specs], share)  # type: ignore[misc]
+    if head_net is None:  # fit(seed=) draws these afresh, so one seed fixes the whole run
+        net.lineage["untrained"] = [s.name for s in head_specs]
     if freeze is True:
         net.freeze(reused, bn_affine=bn_affine)
     elif freeze not in (None, False):
@@ -309,7 +311,19 @@ def set_weights(
     with torch.no_grad():
         for target, value in staged:
             target.copy_(value)
+    _mark_set(model, [str(layer) for layer in weights])
     return model
+
+
+def _mark_set(model: Network, layers: Sequence[str] | None = None) -> None:
+    """These layers (None: all) now hold chosen weights: ``fit(seed=)`` must not draw them afresh."""
+    fresh = model.lineage.get("untrained") if isinstance(model.lineage, dict) else None
+    if fresh:
+        left = [name for name in fresh if layers is not None and name not in layers]
+        if left:
+            model.lineage["untrained"] = left
+        else:
+            del model.lineage["untrained"]
 
 
 def _stage_layer(model: Network, layer: str, arrays: Any, layout: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -777,8 +791,11 @@ def _check_resumable(state: dict[str, Any], plan: FineTune, data: Dataset, folde
 
 def _started(state: Mapping[str, Any], folder: Path | None, i: int) -> bool:
     """Whether this run of the plan began stage ``i`` and left a checkpoint of it."""
+    from graftnet.io.checkpoint import find_checkpoint
+
+    # find_checkpoint: also the stage-N.prev a save killed between its two renames leaves
     return (folder is not None and len(state["stages"]) > i
-            and (folder / f"stage-{i + 1}" / "state.json").exists())
+            and find_checkpoint(folder / f"stage-{i + 1}") is not None)
 
 
 def _load_resume_weights(model: Network, folder: Path, first: int, partial: bool) -> None:
@@ -795,3 +812,4 @@ def _load_resume_weights(model: Network, folder: Path, first: int, partial: bool
                               f"not {model.name!r} ({format_names(model.layer_names)}); resume with the same model")
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in saved.state_dict().items()})
+    _mark_set(model)  # trained weights: a stage's fit(seed=) must keep them

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version",
                         version=f"graftnet {graftnet.__version__} (torch {_torch_version()})")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and debug logging (anywhere on the command line)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     modules = _load_modules()
     owner = {command: i for i, module in enumerate(modules) for command in getattr(module, "COMMANDS", ())}
@@ -93,10 +94,22 @@ def _torch_version() -> str:
         return "unknown"
 
 
+def _take_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """``argv`` without ``--debug``, and whether it was there: the flag works anywhere on the
+    line (``graftnet train r.toml --debug`` as well as ``graftnet --debug train r.toml``), up to
+    a ``--`` after which every word is an argument."""
+    argv = list(argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    return [a for a in argv[:end] if a != "--debug"] + argv[end:], debug
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``graftnet`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
+    argv, debug = _take_debug(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.debug = debug
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="graftnet: %(levelname)s: %(message)s")
     if not getattr(args, "func", None):

@@ -56,7 +56,8 @@ def add_data_args(parser: argparse.ArgumentParser, *, required: bool = False) ->
                        help="fashion, fashion:A (8 classes), fashion:B (sandal vs shirt, 200 images), mnist, "
                             "mnist:0-4, digits, FILE.npz, or an image folder (one sub-folder per class)")
     group.add_argument("--data-root", metavar="DIR",
-                       help="folder holding fashion-mnist/ and mnist/ IDX files (same as $GRAFTNET_DATA)")
+                       help="data root holding fashion-mnist/ and mnist/ (as $GRAFTNET_DATA and Python's root=; "
+                            "the dataset's own folder works too); only read, never written")
     for split in ("train", "valid", "test"):
         group.add_argument(f"--{split}-size", type=int, metavar="N", help=f"use the first N {split} examples")
 
@@ -170,7 +171,8 @@ def check_model_fits(model: Any, data: Any) -> None:
         raise ShapeError(f"the model has {model.output_shape[0]} output(s) but data {data.name!r} needs "
                          f"{data.n_outputs} ({data.task})")
     classes = model.info.get("classes")
-    if classes and data.classes and list(classes) != list(data.classes):
+    by_index = classes == [str(i) for i in range(len(classes or []))]  # an imported model's: no names to compare
+    if classes and data.classes and not by_index and list(classes) != list(data.classes):
         raise ConfigError(f"the model was trained on classes {list(classes)} but data {data.name!r} has "
                           f"{list(data.classes)}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -200,8 +201,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# What a resumed run may change: how far it trains and where; everything else is fixed by
+# the checkpoint (optimizer state and learning rate, schedule, RNG streams, batch order).
+RESUMABLE = {"train": ("epochs", "device", "cache"), "output": ("dir", "name", "tensorboard")}
+
+
 def _check_same_run(run: Any, recipe: dict[str, Any]) -> None:
-    """Resuming with another model or other data would mix two runs: refuse it."""
+    """Resuming must continue the run its ``recipe.toml`` describes: another model or other data
+    would mix two runs, and a setting the checkpoint fixes (a new learning rate, another
+    optimizer or seed) would be written into the recipe without having been applied. Both are
+    errors; so is asking for no more epochs than the checkpoint already holds."""
+    from graftnet.io.checkpoint import find_checkpoint, read_checkpoint
     from graftnet.recipe import resolve
 
     saved = resolve(run.read_recipe(), source=str(run.recipe_path))
@@ -210,6 +220,28 @@ def _check_same_run(run: Any, recipe: dict[str, Any]) -> None:
     if changed:
         raise ConfigError(f"--resume {run.path}: the recipe differs from the run's {run.RECIPE} in "
                           f"{', '.join(changed)}; resume with the same model and data, or start a new run")
+    fixed = [f"[{section}] {key} ({_toml_value(saved[section].get(key))} in the run, "
+             f"{_toml_value(recipe[section].get(key))} given)"
+             for section in ("train", "output") for key in recipe[section]
+             if key not in RESUMABLE[section] and recipe[section].get(key) != saved[section].get(key)]
+    if fixed:
+        raise ConfigError(f"--resume {run.path}: {'; '.join(fixed)}: a resumed run continues with the settings "
+                          f"its checkpoint holds, so these cannot apply; resume without them (only "
+                          f"{', '.join('--' + k.replace('_', '-') for k in RESUMABLE['train'])} may change), "
+                          f"or start a new run")
+    found = find_checkpoint(run.checkpoint_dir)
+    if found is None:
+        raise ConfigError(f"--resume {run.path}: it has no training checkpoint ({run.checkpoint_dir} is missing or "
+                          f"incomplete); start a new run")
+    done = int(read_checkpoint(found)[1]["state"]["epoch"])
+    if recipe["train"]["epochs"] <= done:
+        raise ConfigError(f"--resume {run.path}: the run has already trained {done} epoch(s) and epochs = "
+                          f"{recipe['train']['epochs']}, so there is nothing left to train; pass --epochs N "
+                          f"with N > {done} to train more")
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -310,14 +342,20 @@ def _as_model_input(x: np.ndarray, model: Any, source: str) -> torch.Tensor:
     return tensor.float()
 
 
-def _task_of(model: Any) -> str:
-    task = model.info.get("task")
-    if task:
-        return task
-    classes = model.info.get("classes")
-    if not classes:
-        return "regression"
-    return "binary" if model.output_shape == (1,) and len(classes) == 2 else "multiclass"
+def _outputs_of(model: Any, data: Any = None) -> tuple[str, list[str] | None]:
+    """(task, class names) of a model: its metadata or last layer, else the data's, else raw outputs."""
+    from graftnet.io.checkpoint import output_description
+
+    described = output_description(model)
+    task, classes = described["task"], described["classes"]
+    if task is None and data is not None:
+        task, classes = data.task, (list(data.classes) if data.classes else None)
+    if task is None:
+        print(f"graftnet: {model.info.get('path', 'the model')} does not say what its outputs are (no task in "
+              f"its metadata.json and a linear last layer); printing raw outputs. Pass --data to read the task "
+              f"and classes from the data", file=sys.stderr)
+        return "raw", None
+    return task, classes
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -326,18 +364,21 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_model_arg(args.model)
     if args.input and args.data:
         raise ConfigError("give an input file or --data, not both")
+    data = None
     if args.input:
         x = _as_model_input(_read_inputs(Path(args.input)), model, args.input)
     else:
         data = _data_for(model, args)
         check_model_fits(model, data)
         x = _split(data, args.split).x
-    task = _task_of(model)
-    out = predict(model, x, proba=task != "regression")  # (N, outputs)
+    task, classes = _outputs_of(model, data)
+    classifier = task in ("multiclass", "binary")
+    out = predict(model, x, proba=classifier)  # (N, outputs): probabilities for a classifier
     if task == "binary":
         out = torch.cat([1 - out, out], dim=1)  # (N, 2): [negative, positive]
     values = out.cpu().numpy()
-    classes = model.info.get("classes") or [str(i) for i in range(values.shape[1])]
+    if not classes or len(classes) != values.shape[1]:
+        classes = [str(i) for i in range(values.shape[1])]
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix == ".npy":
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -359,8 +400,9 @@ def run_predict(args: argparse.Namespace) -> int:
 def _predictions_csv(values: np.ndarray, task: str, classes: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    if task == "regression":
-        names = ["prediction"] if values.shape[1] == 1 else [f"prediction_{i}" for i in range(values.shape[1])]
+    if task not in ("multiclass", "binary"):  # regression values, or raw outputs nothing describes
+        stem = "prediction" if task == "regression" else "output"
+        names = [stem] if values.shape[1] == 1 else [f"{stem}_{i}" for i in range(values.shape[1])]
         writer.writerow(names)
         writer.writerows([[f"{v:.6g}" for v in row] for row in values])
     else:

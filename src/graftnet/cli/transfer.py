@@ -60,7 +60,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--add", action="append", default=[], metavar="UNITS[:ACTIVATION][:NAME]",
                         help="a new Dense layer on top; repeat for more (e.g. --add 20:relu --add 10)")
     parser.add_argument("--name", help="the new model's name (default: <base>-graft)")
-    parser.add_argument("--out", metavar="DIR", help="where to save the model (default: models/<name>)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to save the model (default: models/<base folder>-graft, e.g. "
+                             "models/fashion-a-graft for models/fashion-a)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out")
     add_data_args(parser)
     add_train_args(parser)
     parser.set_defaults(func=run_graft)
@@ -71,7 +74,10 @@ def register(subparsers: Any) -> None:
                                    epilog=FINETUNE_EPILOG)
     parser.add_argument("model", help="the saved model (or run folder) to fine-tune")
     parser.add_argument("--plan", required=True, metavar="PLAN.toml", help="the fine-tuning plan")
-    parser.add_argument("--out", metavar="DIR", help="where to save the model (default: models/<name>-ft)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where to save the model (default: models/<model folder>-ft, e.g. "
+                             "models/b-ft for models/b)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out")
     parser.add_argument("--checkpoint", metavar="DIR", help="save the plan's progress there after every epoch")
     parser.add_argument("--resume", action="store_true", help="continue the plan saved in --checkpoint")
     add_data_args(parser)
@@ -112,6 +118,23 @@ def _test_scores(model: Any, data: Any) -> dict[str, float]:
     return scores
 
 
+def output_path(args: argparse.Namespace, source: str, suffix: str) -> Path:
+    """Where a command that makes a model from ``source`` saves it: ``--out``, else
+    ``models/<source folder>-<suffix>`` (a run folder's own name, not its ``model/``).
+    An existing folder there is an error unless ``--overwrite`` is given, so a user's model
+    is never replaced without a word; checked before any training."""
+    if args.out:
+        out = Path(args.out)
+    else:
+        folder = Path(source).resolve()
+        if folder.name == "model" and (folder.parent / "recipe.toml").is_file():  # a run's model/
+            folder = folder.parent
+        out = Path("models") / f"{folder.name}-{suffix}"
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} already exists; pass --overwrite to replace it, or --out DIR to save elsewhere")
+    return out
+
+
 def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> None:
     from graftnet.io.checkpoint import save_model
 
@@ -127,6 +150,7 @@ def run_graft(args: argparse.Namespace) -> int:
     from graftnet.train import fit
     from graftnet.transfer import graft
 
+    out = output_path(args, args.base, "graft")
     base = load_model_arg(args.base)
     head = [parse_add(text) for text in args.add]
     kwargs = train_kwargs(args)
@@ -152,7 +176,7 @@ def run_graft(args: argparse.Namespace) -> int:
             history = fit(model, data, epochs=epochs, **kwargs)
             metadata["history"] = history.to_dict()
         metadata["metrics"] = {"test": _test_scores(model, data)}
-    _save(model, args.out or Path("models") / model.name, data, metadata)
+    _save(model, out, data, metadata)
     return 0
 
 
@@ -166,6 +190,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     kwargs = train_kwargs(args)
     if "epochs" in kwargs:
         raise ConfigError(f"--epochs: a plan sets the epochs of each stage; edit {args.plan} instead")
+    out = output_path(args, args.model, "ft")
     model = load_model_arg(args.model)
     if not args.data and plan.data:
         args.data = plan.data
@@ -179,5 +204,5 @@ def run_finetune(args: argparse.Namespace) -> int:
     scores = _test_scores(model, data)
     metadata = {"finetuned_from": model.info.get("path"), "plan": plan.to_dict(), "history": history.to_dict(),
                 "metrics": {"test": scores}}
-    _save(model, args.out or Path("models") / f"{model.name}-ft", data, metadata)
+    _save(model, out, data, metadata)
     return 0

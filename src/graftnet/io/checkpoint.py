@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import graftnet
-from graftnet.errors import CheckpointError
+from graftnet.errors import CheckpointError, GraftnetError, brief_error
 from graftnet.network import Network
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
     "read_checkpoint",
     "save_checkpoint",
     "save_model",
+    "output_description",
     "resolve_model_dir",
+    "find_checkpoint",
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -56,14 +59,20 @@ __all__ = [
     "flat_to_tensors",
 ]
 
+log = logging.getLogger("graftnet")
+
 SPEC, WEIGHTS, METADATA, OPTIMIZER, STATE = (
     "spec.json", "weights.safetensors", "metadata.json", "optimizer.safetensors", "state.json")
 
 
 # ------------------------------------------------------------------ atomic writes
 def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` to disk and give it the mode a plain ``open(path, "w")``
+    would (``0o666`` less the umask): some writers (safetensors') create their files 0600."""
+    mode = 0o666 & ~_umask()
     for path in root.rglob("*"):
-        if path.is_file():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
 
@@ -101,10 +110,11 @@ def atomic_directory(path: str | Path, write: Callable[[Path], None], *, kind: s
                                   f"the previous {kind} there (if any) is untouched") from err
         raise
     prev = path.with_name(path.name + ".prev")
-    if prev.exists():
-        shutil.rmtree(prev)
     if path.exists():
+        if prev.exists():  # a stale copy: path is the newer save
+            shutil.rmtree(prev)
         os.replace(path, prev)  # a kill here leaves the old content at NAME.prev
+    # else NAME.prev, if there, is the only complete save until the new one is in place: keep it
     os.replace(tmp, path)
     shutil.rmtree(prev, ignore_errors=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by killed saves
@@ -133,6 +143,8 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         yield tmp
+        # again: a writer may have replaced the file with one of its own mode (safetensors: 0600)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -194,9 +206,38 @@ def _write_model(tmp: Path, model: Network, metadata: dict[str, Any] | None) -> 
     save_file(_weights(model), str(tmp / WEIGHTS), metadata={"format": "graftnet"})
     # "path" says where a loaded model came from, not what it is: load_model sets it afresh
     meta = {**{k: v for k, v in model.info.items() if k != "path"}, **(metadata or {})}
+    meta.update(output_description(model, meta))
     meta.update(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 graftnet_version=graftnet.__version__, torch_version=torch.__version__)
     _write_json(tmp / METADATA, meta)
+
+
+def output_description(model: Network, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a model's outputs are: ``{"task", "output_activation", "classes"}``.
+
+    Taken from ``info`` (a model's metadata: ``fit`` records the task and classes of the
+    data it trained on) where it says, else from the last layer: softmax outputs are a
+    multiclass classifier and one sigmoid output a binary one, with classes named by index
+    (``"0"``, ``"1"``, ...). A linear output that nothing describes has task None: logits
+    and regression values cannot be told apart. Every saved model carries these keys.
+
+        >>> output_description(Network.mlp(4, [8], 3, output_activation="softmax"))
+        {'task': 'multiclass', 'output_activation': 'softmax', 'classes': ['0', '1', '2']}
+    """
+    info = model.info if info is None else info
+    activation = getattr(model.specs[-1], "activation_name", "linear") if model.specs else "linear"
+    n_outputs = int(model.output_shape[0]) if len(model.output_shape) == 1 else None
+    task, classes = info.get("task"), info.get("classes")
+    if not task:
+        if classes:
+            task = "binary" if n_outputs == 1 and len(classes) == 2 else "multiclass"
+        elif activation == "softmax":
+            task = "multiclass"
+        elif activation == "sigmoid" and n_outputs == 1:
+            task = "binary"
+    if not classes and task in ("multiclass", "binary") and n_outputs:
+        classes = [str(i) for i in range(2 if task == "binary" else n_outputs)]
+    return {"task": task or None, "output_activation": activation, "classes": list(classes) if classes else None}
 
 
 def save_model(model: Network, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
@@ -222,6 +263,24 @@ def resolve_model_dir(path: str | Path) -> Path:
     present = sorted(p.name for p in path.iterdir())
     raise CheckpointError(f"{path} is not a graftnet model: it has no {SPEC} "
                           f"(found: {', '.join(present) or 'nothing'})")
+
+
+def find_checkpoint(path: str | Path) -> Path | None:
+    """The folder holding the training checkpoint saved at ``path``: ``path`` itself, or
+    ``path.prev`` when a save was killed between its two renames; None when there is none.
+
+        >>> find_checkpoint("runs/x/checkpoint")   # doctest: +SKIP
+        PosixPath('runs/x/checkpoint')
+    """
+    path = Path(path)
+    if (path / STATE).is_file() and (path / SPEC).is_file():
+        return path
+    prev = path.with_name(path.name + ".prev")
+    if (prev / STATE).is_file() and (prev / SPEC).is_file():
+        log.warning("%s is missing or incomplete but %s holds the previous checkpoint (a save was "
+                    "interrupted); resuming from that", path, prev)
+        return prev
+    return None
 
 
 def _read_json(path: Path) -> Any:
@@ -268,10 +327,21 @@ def load_model(path: str | Path, *, device: str | torch.device | None = None) ->
     """
     folder = resolve_model_dir(path)
     spec = _read_json(folder / SPEC)
-    model = Network.from_spec(spec, source=str(folder / SPEC))
+    try:
+        model = Network.from_spec(spec, source=str(folder / SPEC))
+    except CheckpointError:
+        raise
+    except (GraftnetError, TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        # a damaged spec: say which file, whatever layer or value the network builder tripped on
+        raise CheckpointError(f"{folder / SPEC} does not describe a network graftnet can build ("
+                              f"{brief_error(err, with_type=not isinstance(err, GraftnetError))}); the file "
+                              f"is corrupt or was edited by hand") from None
     _load_weights_strict(model, _read_tensors(folder / WEIGHTS), folder / WEIGHTS)
     meta_path = folder / METADATA
-    model.info = _read_json(meta_path) if meta_path.exists() else {}
+    info = _read_json(meta_path) if meta_path.exists() else {}
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{meta_path} holds {type(info).__name__}, not a table of metadata; the file is corrupt")
+    model.info = info
     model.info["path"] = str(folder)
     return model.to(device) if device is not None else model
 
@@ -338,4 +408,9 @@ def read_checkpoint(path: str | Path, *, device: str | torch.device | None = Non
         restored = flat_to_tensors(structure, flat)
     except KeyError as err:
         raise CheckpointError(f"{folder / OPTIMIZER} lacks tensor {err} named in {STATE}; the checkpoint is corrupt") from None
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{folder / STATE} is not a trainer state graftnet wrote ({brief_error(err)}); "
+                              f"the checkpoint is corrupt") from None
+    if not isinstance(restored, dict) or not isinstance(restored.get("state"), dict):
+        raise CheckpointError(f"{folder / STATE} holds no trainer state table; the checkpoint is corrupt")
     return model, restored

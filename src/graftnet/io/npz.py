@@ -18,6 +18,7 @@ Files are read with ``allow_pickle=False`` always::
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -87,7 +88,7 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ImportFormatError(f"{path} is a single .npy array, not an .npz archive of named arrays")
         with data:
-            return {key: np.asarray(data[key]) for key in data.files}
+            arrays = {key: np.asarray(data[key]) for key in data.files}
     except ImportFormatError:
         raise
     except ValueError as err:
@@ -97,9 +98,15 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise ImportFormatError(f"{path} cannot be read as .npz ({brief_error(err)}); "
                                 f"it is truncated or corrupt") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, TypeError, MemoryError,
-            NotImplementedError, UnicodeDecodeError, OverflowError) as err:
+            NotImplementedError, UnicodeDecodeError, OverflowError, SyntaxError, tokenize.TokenError) as err:
+        # SyntaxError / TokenError: numpy parses each member's header as a Python literal
         raise ImportFormatError(f"{path} cannot be read as .npz ({brief_error(err)}); it is "
                                 f"truncated, corrupt or not an .npz file") from None
+    odd = [f"{key} ({array.dtype})" for key, array in arrays.items() if array.dtype.kind not in "biuf"]
+    if odd:
+        raise ImportFormatError(f"{path} holds arrays that are not numbers: {', '.join(odd[:5])}; weights are "
+                                f"bool, integer or float arrays")
+    return arrays
 
 
 def load_npz(module: nn.Module, path: str | Path, strict: bool = True, *, layout: Layout = "torch",

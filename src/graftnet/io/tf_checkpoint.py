@@ -451,6 +451,11 @@ def _skip_reason(entry: _Entry) -> str | None:
     return f"{name} tensor: not a weight graftnet can load"
 
 
+class NoCheckpointError(ImportFormatError, FileNotFoundError):
+    """No TensorFlow checkpoint where one was named: a graftnet error (one line on the command
+    line) that is also the ``FileNotFoundError`` this module documents."""
+
+
 def _resolve_prefix(path: Path) -> Path:
     """The checkpoint prefix named by a prefix, an .index/.data/.meta file or a directory."""
     if path.is_dir():
@@ -463,7 +468,7 @@ def _resolve_prefix(path: Path) -> Path:
                                 f"'.ckpt' is the V1 format of TensorFlow < 1.0, which graftnet does not read")
     if not Path(f"{prefix}.index").is_file():
         found = sorted(p.name for p in prefix.parent.glob("*.index")) if prefix.parent.is_dir() else []
-        raise FileNotFoundError(f"no TensorFlow checkpoint at {path}: {prefix}.index does not exist; "
+        raise NoCheckpointError(f"no TensorFlow checkpoint at {path}: {prefix}.index does not exist; "
                                 f"index files in {prefix.parent}: {format_names(found)}")
     return prefix
 
@@ -482,7 +487,7 @@ def _prefix_in_directory(directory: Path) -> Path:
     indexes = sorted(directory.glob("*.index"))
     if len(indexes) == 1:
         return _resolve_prefix(indexes[0])
-    raise FileNotFoundError(f"no TensorFlow checkpoint in {directory}: no 'checkpoint' state file and "
+    raise NoCheckpointError(f"no TensorFlow checkpoint in {directory}: no 'checkpoint' state file and "
                             f"{len(indexes)} .index files ({format_names(p.name for p in indexes)}); "
                             f"pass the checkpoint prefix")
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +36,8 @@ from graftnet.io.checkpoint import atomic_output
 from graftnet.io.mapping import MappingReport, apply_rename, load_tensors
 from graftnet.network import Network
 
-__all__ = ["RenameRules", "from_torch_module", "load_state", "read_state", "save_state", "spec_from_safetensors"]
+__all__ = ["RenameRules", "from_torch_module", "load_state", "pickle_globals", "read_state", "save_state",
+           "spec_from_safetensors"]
 
 RenameRules = list[tuple[str, str]] | Mapping[str, str] | None
 _WRAPPERS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
@@ -86,26 +89,136 @@ def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
 
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on the pickle protocol says nothing to our user
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
-        if found is None:  # the unpickler stumbled on bytes that are not a pickle at all
-            raise ImportFormatError(f"{path} is not a valid PyTorch file ({_unpickle_detail(err)}); it is "
-                                    f"truncated, corrupt or not a torch.save file") from None
-        raise ImportFormatError(
-            f"{path} contains pickled objects other than tensors, which graftnet will not unpickle "
-            f"(running them could execute code): the file refers to {found.group(1)}. Re-save only the "
-            f"weights, e.g. torch.save(model.state_dict(), path), or use safetensors") from None
+        raise ImportFormatError(_refusal(path, err)) from None
     except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-            MemoryError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError) as err:
-        raise ImportFormatError(f"{path} cannot be read as a PyTorch file ({brief_error(err)}); it is "
+            MemoryError, OverflowError, UnicodeDecodeError, zipfile.BadZipFile, NotImplementedError,
+            AssertionError, struct.error) as err:  # torch's legacy reader asserts on damaged storage keys
+        raise ImportFormatError(f"{path} cannot be read as a PyTorch file ({_without_advice(err)}); it is "
                                 f"truncated, corrupt or not a torch.save file") from None
 
 
-def _unpickle_detail(err: BaseException) -> str:
-    """What torch's weights-only unpickler refused, without its how-to-bypass advice."""
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
-    return found.group(1).strip()[:200] if found else brief_error(err, with_type=False)
+# torch.load(weights_only=True) accepts these globals (state dicts, tensors, storages); the set
+# torch itself keeps is used where this torch exposes it.
+_TENSOR_GLOBALS = frozenset({
+    "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch.Size", "torch.Tensor", "torch.device",
+    "torch.nn.parameter.Parameter", "torch.serialization._get_layout", "builtins.set", "builtins.bytearray",
+    "_codecs.encode", "torch.FloatStorage", "torch.DoubleStorage", "torch.HalfStorage", "torch.LongStorage",
+    "torch.IntStorage", "torch.ShortStorage", "torch.CharStorage", "torch.ByteStorage", "torch.BoolStorage",
+    "torch.BFloat16Storage", "torch.storage.UntypedStorage", "torch.float32", "torch.float64", "torch.float16",
+    "torch.bfloat16", "torch.int64", "torch.int32", "torch.int16", "torch.int8", "torch.uint8", "torch.bool"})
+
+
+def _allowed_globals() -> frozenset[str]:
+    try:
+        from torch import _weights_only_unpickler as unpickler
+
+        return _TENSOR_GLOBALS | frozenset(unpickler._get_allowed_globals())
+    except (ImportError, AttributeError, TypeError):  # another torch: the built-in list alone
+        return _TENSOR_GLOBALS
+
+
+def _pickles_in(path: Path) -> list[bytes]:
+    """The pickle streams of a torch file: ``*/data.pkl`` in a zip, else the file's bytes."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [archive.read(n) for n in archive.namelist() if n.endswith(".pkl")]
+    return [path.read_bytes()]
+
+
+_STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                         "SHORT_BINSTRING"})
+
+
+def pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """The globals (``module.name``) a pickle refers to, read from its opcodes without running it,
+    and whether at least one whole pickle stream parsed (a legacy torch file holds several in a
+    row, then raw storage bytes: those end the scan; a truncated file parses none).
+
+        >>> pickle_globals(pickle.dumps(collections.OrderedDict()))
+        (['collections.OrderedDict'], True)
+    """
+    import pickletools
+
+    found: list[str] = []
+    pos, streams = 0, 0
+    while pos < len(data):
+        strings: list[str] = []
+        memo: dict[int, str] = {}
+        end = None
+        try:
+            for op, arg, at in pickletools.genops(data[pos:]):
+                if op.name in _STRING_OPS:
+                    strings.append(arg.decode("latin-1") if isinstance(arg, bytes) else str(arg))
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif op.name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif op.name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    strings.append(memo[int(arg)])
+                elif op.name in ("GLOBAL", "INST"):
+                    found.append(_py3_name(str(arg).replace(" ", ".")))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(_py3_name(f"{strings[-2]}.{strings[-1]}"))
+                if op.name == "STOP":
+                    end = at + 1
+        except Exception:  # noqa: BLE001 - bytes that are not pickle end the scan (raw storages, damage)
+            break
+        if end is None:
+            break
+        streams += 1
+        pos += end
+    return list(dict.fromkeys(found)), streams > 0
+
+
+def _py3_name(name: str) -> str:
+    """Protocol-2 pickles say ``__builtin__.set``; Python 3 (and torch's list) ``builtins.set``."""
+    return "builtins." + name[len("__builtin__."):] if name.startswith("__builtin__.") else name
+
+
+def _refusal(path: Path, err: BaseException) -> str:
+    """Why torch's weights-only loader refused ``path``, in graftnet's words: the global the
+    file refers to when it holds objects, never torch's advice to load with weights_only=False."""
+    try:
+        streams = _pickles_in(path)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        streams = []
+    allowed = _allowed_globals()
+    refused: list[str] = []
+    parsed = bool(streams)
+    for data in streams:
+        names, complete = pickle_globals(data)
+        refused += [n for n in names if n not in allowed]
+        parsed = parsed and complete
+    if refused:
+        return (f"{path} contains pickled objects other than tensors, which graftnet will not unpickle "
+                f"(loading them could run code): the file refers to {format_names(refused)}. Re-save only "
+                f"the weights, e.g. torch.save(model.state_dict(), path), or use safetensors")
+    detail = _without_advice(err)
+    if parsed:
+        return (f"{path} is a pickle that torch's weights-only loader cannot read ({detail}); graftnet reads "
+                f"only torch.save files of tensors: re-save it with torch.save(model.state_dict(), path), "
+                f"or use safetensors")
+    return (f"{path} is not a valid PyTorch file ({detail}); it is truncated, corrupt or not a "
+            f"torch.save file")
+
+
+def _without_advice(err: BaseException) -> str:
+    """torch's message, first line, without its advice on bypassing the weights-only loader."""
+    text = str(err)
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if found:
+        return found.group(1).strip()[:200]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keep = [line for line in lines if "weights_only" not in line and "Weights only load failed" not in line
+            and "torch.serialization" not in line and "trust" not in line.lower()]
+    text = (keep[0] if keep else (brief_error(err, with_type=False) if "weights_only" not in text
+                                  else type(err).__name__))
+    return text[:200]
 
 
 def _unwrap(obj: Any, notes: list[str], source: str) -> Any:
