@@ -338,3 +338,15 @@ def test_a_stale_graph_entry_is_never_used(data):
     fit(net, data, epochs=1, batch_size=128, cache=cache, verbose=False, seed=0)
     stats = cache.stats()
     assert stats["misses"] == 4 and stats["hits"] == 2  # train + valid built twice, reused once
+
+
+def test_the_graft_command_attaches_a_head_at_any_layer_of_a_saved_graph(tmp_path, capsys):
+    from graftnet.cli import main
+
+    save_model(residual(), tmp_path / "res")
+    code = main(["graft", str(tmp_path / "res"), "--at", "b1_out", "--freeze", "reused", "--add", "gap",
+                 "--add", "10", "--out", str(tmp_path / "cut")])
+    assert code == 0
+    net = load_model(tmp_path / "cut")
+    assert net.layer_names == residual().layer_names[:7] + ["gap1", "outputs"]
+    assert net.frozen == net.layer_names[:7] and "b1_add" in capsys.readouterr().out

@@ -27,9 +27,14 @@ examples:
   graftnet graft models/base --reuse 'hidden[123]' --freeze 'hidden[12]' --add 20:relu --add 10 \\
            --data fashion --epochs 20 --batch-size 200 --out models/base-graft
   graftnet graft models/base --reuse ':3' --add 10 --out models/cut      # graft only, no training
+  graftnet graft models/resnet --at conv4_block6_out --freeze reused --add gap --add 10 --data DIR
+
+--at LAYER attaches the new layers to any layer's output and keeps everything that layer
+depends on (in a graph: its branches too).
 
 --add UNITS[:ACTIVATION][:NAME] adds a Dense layer on top (in order); an unnamed last one is
-called 'outputs', other unnamed ones continue hiddenN. Without --add, one Dense layer with as
+called 'outputs', other unnamed ones continue hiddenN; --add flatten or --add gap first when the
+reused layers end in an image. Without --add, one Dense layer with as
 many outputs as the data needs is added. Selectors: a regex over layer names matched in full
 ('hidden[123]'), a slice of positions (':-1', '2:'), or 'all'. --freeze reused freezes every
 reused layer. Frozen bottom layers are computed once and cached (see the 'cache:' line)."""
@@ -56,6 +61,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("base", help="the saved model (or run folder) to reuse layers from")
     parser.add_argument("--reuse", default=":-1", metavar="SELECTOR",
                         help="layers to reuse, a bottom run of the base (default ':-1': all but the last)")
+    parser.add_argument("--at", metavar="LAYER",
+                        help="attach the new layers to this layer's output, keeping everything it depends on "
+                             "(any layer of a graph, e.g. conv4_block6_out)")
     parser.add_argument("--freeze", metavar="SELECTOR", help="layers to freeze, or 'reused' for all reused layers")
     parser.add_argument("--add", action="append", default=[], metavar="UNITS[:ACTIVATION][:NAME]",
                         help="a new Dense layer on top; repeat for more (e.g. --add 20:relu --add 10)")
@@ -86,19 +94,23 @@ def register(subparsers: Any) -> None:
 
 
 # ---------------------------------------------------------------- helpers
-def parse_add(text: str):  # -> graftnet.layers.Dense
-    """``"20:relu"`` -> ``Dense(20, "relu")``; ``"10"`` -> ``Dense(10)``; ``"10::outputs"`` names it.
+def parse_add(text: str):  # -> graftnet.layers.LayerSpec
+    """``"20:relu"`` -> ``Dense(20, "relu")``; ``"10"`` -> ``Dense(10)``; ``"10::outputs"`` names it;
+    ``"flatten"`` and ``"gap"`` (global average pooling) flatten a convolutional output first.
 
     >>> parse_add("20:relu:hidden4")
     Dense(name='hidden4', units=20, activation='relu', init='he_normal', bias=True, l1=0.0, l2=0.0, max_norm=None)
     """
-    from graftnet.layers import Dense
+    from graftnet.layers import Dense, Flatten, GlobalAvgPool
     from graftnet.network import default_init
 
+    word, _, layer_name = text.strip().partition(":")
+    if word in ("flatten", "gap"):
+        return (Flatten if word == "flatten" else GlobalAvgPool)(name=layer_name.strip() or None)
     parts = text.split(":")
     if len(parts) > 3 or not parts[0].strip().isdigit() or int(parts[0]) < 1:
         raise ConfigError(f"--add {text!r}: expected UNITS[:ACTIVATION][:NAME] with UNITS a whole number > 0, "
-                          f"e.g. --add 20:relu or --add 10")
+                          f"e.g. --add 20:relu or --add 10, or flatten / gap before Dense layers on images")
     activation = parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
     name = parts[2].strip() if len(parts) > 2 and parts[2].strip() else None
     init = default_init(activation)
@@ -165,10 +177,10 @@ def run_graft(args: argparse.Namespace) -> int:
 
         head = [Dense(data.n_outputs)]
     freeze: Any = True if args.freeze == "reused" else args.freeze
-    model = graft(base, reuse=args.reuse, head=head, freeze=freeze, name=args.name)
+    model = graft(base, reuse=args.reuse, head=head, freeze=freeze, name=args.name, at=args.at)
     print_summary(model)
     metadata: dict[str, Any] = {"graft": {"base": str(args.base), "reuse": args.reuse, "freeze": args.freeze,
-                                          "add": list(args.add)}}
+                                          "add": list(args.add), "at": args.at}}
     if data is not None:
         check_model_fits(model, data)
         epochs = kwargs.pop("epochs", 10)
