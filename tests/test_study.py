@@ -255,10 +255,10 @@ def test_resume_refuses_results_of_other_settings(tmp_path):
     assert result.resumed_runs == 0 and {r["epochs"] for r in result.runs} == {4}
 
 
-def test_budget_curve_has_scratch_and_the_best_transfer_variant():
+def test_budget_curve_has_scratch_and_the_primary_variant():
     result = study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen", "drop-top1"],
-                       train_size=60, budgets=[30, 90], **FAST)
-    assert set(result.budget_curve) == {"scratch", result.best}
+                       primary="drop-top1", train_size=60, budgets=[30, 90], **FAST)
+    assert result.primary == "drop-top1" and set(result.budget_curve) == {"scratch", "drop-top1"}
     assert [p["budget"] for p in result.budget_curve["scratch"]] == [30, 60, 90]
     assert all(p["n"] == 2 for p in result.budget_curve["scratch"])
 
