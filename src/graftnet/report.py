@@ -32,8 +32,9 @@ import numpy as np
 from graftnet.errors import ConfigError
 from graftnet.study import Interval, StudyResult
 
-__all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "plot_budget", "plot_differences",
-           "plot_learning_curves", "plot_variants", "ranking", "render_html", "render_markdown", "still_improving", "write_budget_comparison", "write_report"]
+__all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "budget_figure", "differences_figure",
+           "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves", "plot_variants",
+           "ranking", "variants_figure", "render_html", "render_markdown", "still_improving", "write_budget_comparison", "write_report"]
 
 SCRATCH_COLOR = "#d95f02"
 TRANSFER_COLOR = "#386cb0"
@@ -98,6 +99,11 @@ def _values(result: StudyResult, name: str, budget: int | None = None) -> dict[i
 
 
 def plot_variants(result: StudyResult) -> bytes:
+    """The variants chart as PNG bytes (:func:`variants_figure`)."""
+    return _png(variants_figure(result))
+
+
+def variants_figure(result: StudyResult) -> Any:
     """Dot-and-interval chart: each variant's mean test accuracy with its 95% CI, seeds as dots,
     scratch highlighted, the book's single runs as diamonds (when a reference is given)."""
     names = [v.name for v in result.variants]
@@ -133,7 +139,7 @@ def plot_variants(result: StudyResult) -> bytes:
         labels.append("published (single run)")
     ax.legend(handles, labels, fontsize=8, loc="best", frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 def _significance_color(v: Any) -> str:
@@ -152,6 +158,11 @@ def _significance_color(v: Any) -> str:
 
 
 def plot_differences(result: StudyResult) -> bytes:
+    """The differences chart as PNG bytes (:func:`differences_figure`)."""
+    return _png(differences_figure(result))
+
+
+def differences_figure(result: StudyResult) -> Any:
     """Paired difference to scratch (points) per variant with its 95% t interval, coloured by
     the Holm-adjusted test: green better, red worse, grey no evidence; the primary in bold."""
     items = [v for v in result.variants if v.difference is not None and v.difference.n > 0]
@@ -191,7 +202,7 @@ def plot_differences(result: StudyResult) -> bytes:
             handles.append(ax.plot([], [], "D", color=NEUTRAL_COLOR)[0])
             labels.append("primary comparison (declared before the run)")
         ax.legend(handles, labels, fontsize=7.5, loc="best", frameon=False)
-    return _png(fig)
+    return fig
 
 
 def _curve_stats(result: StudyResult, name: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -212,6 +223,11 @@ def _curve_stats(result: StudyResult, name: str, key: str) -> tuple[np.ndarray, 
 
 
 def plot_learning_curves(result: StudyResult) -> bytes:
+    """The learning curves as PNG bytes (:func:`learning_curves_figure`)."""
+    return _png(learning_curves_figure(result))
+
+
+def learning_curves_figure(result: StudyResult) -> Any:
     """Validation accuracy per epoch, one panel per variant: mean ± 1 sd over seeds, scratch dashed."""
     names = [v.name for v in result.variants]
     cols = min(4, max(1, len(names)))
@@ -248,7 +264,7 @@ def plot_learning_curves(result: StudyResult) -> bytes:
     labels = ["scratch: mean over seeds", "transfer variant: mean over seeds", "band: ± 1 sd over seeds",
               "scratch's mean (for comparison)", "stage 2 starts (median over seeds)"]
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    return _png(fig)
+    return fig
 
 
 def _shown(epochs: np.ndarray, mean: np.ndarray, sd: np.ndarray,
@@ -272,6 +288,11 @@ def _stage_two_start(result: StudyResult, name: str) -> float | None:
 
 
 def plot_budget(result: StudyResult) -> bytes:
+    """The label-budget curve as PNG bytes (:func:`budget_figure`)."""
+    return _png(budget_figure(result))
+
+
+def budget_figure(result: StudyResult) -> Any:
     """Label-budget curve: test accuracy vs training examples, mean and 95% CI band per variant."""
     if not result.budget_curve:
         raise ConfigError("this study has no label-budget curve; run it with budgets=[...]")
@@ -296,7 +317,7 @@ def plot_budget(result: StudyResult) -> bytes:
                  f"({result.training_budget} budget)", fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 # ======================================================================= the blocks
