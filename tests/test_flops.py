@@ -68,3 +68,12 @@ def test_forward_counts_by_hand():
     model.freeze("conv1")
     step = training_flops(model, cache_cut(model))
     assert step.start == 2 and step.cache_build == 2 * 9 * 4 * 144
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import graftnet.flops
+
+    results = doctest.testmod(graftnet.flops)
+    assert results.failed == 0 and results.attempted >= 3

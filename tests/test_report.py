@@ -167,3 +167,14 @@ def test_budget_comparison_ranks_the_variants_under_each_budget():
     assert "epochs: primary (frozen vs scratch)" in text
     assert "Published ranking (frozen > scratch): no: the means reverse it" in text
     assert "Published ranking (frozen > scratch): yes in the means" in text
+
+
+def test_convergence_runs_stopped_by_the_cap_are_called_unconverged():
+    result = _fake_result({"scratch": [0.5, 0.9, 0.95], "frozen": [0.5, 0.6, 0.7]})
+    result.settings = {"budget": "convergence", "max_epochs": 3}
+    for run in result.runs:
+        run["stop_reason"] = "early stopping: val_loss did not improve for 1 epochs" if run["variant"] == "scratch" \
+            else None
+    assert report.capped_runs(result) == {"frozen": 2}
+    text = report.render_markdown(report._caveat_blocks(result))
+    assert "2 of 4 runs reached the cap of 3 epochs while val_loss was still improving (frozen: 2)" in text

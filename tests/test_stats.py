@@ -106,3 +106,10 @@ def test_seeds_needed_edges():
     assert stats.seeds_needed(sd=0.0) == 2
     assert stats.seeds_needed(sd=0.01) == 2
     assert stats.seeds_needed(sd=1000.0, limit=500) is None
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    results = doctest.testmod(stats)
+    assert results.failed == 0 and results.attempted >= 8

@@ -32,9 +32,10 @@ import numpy as np
 from graftnet.errors import ConfigError
 from graftnet.study import Interval, StudyResult
 
-__all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "budget_figure", "differences_figure",
-           "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves", "plot_variants",
-           "ranking", "variants_figure", "render_html", "render_markdown", "still_improving", "write_budget_comparison", "write_report"]
+__all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "budget_figure", "capped_runs",
+           "differences_figure", "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves",
+           "plot_variants", "ranking", "render_html", "render_markdown", "still_improving", "variants_figure",
+           "write_budget_comparison", "write_report"]
 
 SCRATCH_COLOR = "#d95f02"
 TRANSFER_COLOR = "#386cb0"
@@ -434,13 +435,37 @@ def still_improving(result: StudyResult, threshold: float = 1.0) -> dict[str, fl
     return rising
 
 
+def capped_runs(result: StudyResult) -> dict[str, int]:
+    """Under the convergence budget, the runs per variant that reached ``max_epochs`` without
+    early stopping ending them (they had not converged): {name: count}."""
+    if result.training_budget != "convergence" or not result.settings.get("max_epochs"):
+        return {}
+    cap = int(result.settings["max_epochs"])
+    counts: dict[str, int] = {}
+    for run in result.runs:
+        if run["budget"] == result.budget and run["seed"] in result.seeds and run["epochs"] >= cap \
+                and not (run.get("stop_reason") or "").startswith("early stopping"):
+            counts[run["variant"]] = counts.get(run["variant"], 0) + 1
+    return counts
+
+
 def _caveat_blocks(result: StudyResult) -> list[Block]:
+    capped = capped_runs(result)
+    blocks = []
+    if capped:
+        total = sum(1 for r in result.runs if r["budget"] == result.budget and r["seed"] in result.seeds)
+        blocks += [Block("h2", "Caveat: not every run converged"),
+                   Block("p", f"{sum(capped.values())} of {total} runs reached the cap of "
+                              f"{result.settings['max_epochs']} epochs while val_loss was still improving "
+                              f"({', '.join(f'{name}: {count}' for name, count in capped.items())}); for those the "
+                              f"comparison is one at {result.settings['max_epochs']} epochs, not at convergence. "
+                              f"A larger max_epochs (or learning rate) would let them converge.")]
     rising = still_improving(result)
     if not rising:
-        return []
+        return blocks
     names = ", ".join(f"{name} (+{rise:.1f} points)" for name, rise in rising.items())
     n_last = max(2, round(0.2 * max(len(r["history"]) for r in result.runs)))
-    return [Block("h2", "Caveat: training had not finished"),
+    return blocks + [Block("h2", "Caveat: training had not finished"),
             Block("p", f"The mean validation accuracy was still rising over the last {n_last} epochs for: {names}. "
                        f"These variants may do better with more epochs (or a larger learning rate for the new "
                        f"head), so the verdicts above hold for this training budget only; see the learning "
@@ -496,7 +521,7 @@ def _reference_blocks(result: StudyResult) -> list[Block]:
     if not values:
         return []
     labels = reference.get("labels", {})
-    header = ["variant", "published as", "published (%)", "ours: mean ± sd (%)", "ours: 95% CI", "seeds",
+    header = ["variant", "published as", "published (%)", "ours: mean ± sd (%)", "ours: 95% CI (bootstrap)", "seeds",
               "ours: range over seeds", "published value in our CI?"]
     rows = []
     for name, value in values.items():
@@ -602,8 +627,11 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
     blocks += [Block("p", note) for note in result.notes]
     blocks += [Block("code", result.base["summary"])]
     blocks.append(Block("p", "Files: results.json (every run: variant, seed, budget, test metrics, best and last "
-                             "validation metrics, epochs, seconds, cache statistics, per-epoch history), "
-                             "report.md, report.html and the PNG plots."))
+                             "validation metrics, epochs, seconds, cache statistics, training FLOPs per stage, "
+                             "per-epoch history; the primary comparison and when it was declared), "
+                             "report.md, report.html and the PNG plots. FLOPs count 2 per multiply-add of each "
+                             "Dense/Conv2d layer that runs at a step, forward and backward (graftnet.flops), plus "
+                             "one forward of the cached layers per training example."))
     return blocks
 
 

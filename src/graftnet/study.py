@@ -10,8 +10,7 @@ seeds::
     >>> fashion = gn.datasets.fashion_mnist()
     >>> task_b = fashion.only_classes(["Sandal", "Shirt"]).as_binary("Shirt")
     >>> result = study.run(base, task_b, seeds=10, train_size=200, out="runs/study-b")
-    >>> print(result.headline())        # the recipe examples/recipes/study_fashion_ab.toml gave
-    reusing hidden1..hidden5, all fine-tuned after the head beats scratch by 0.56 points, 95% CI [0.27, 0.84], 10 seeds
+    >>> print(result.headline())        # doctest: +SKIP
 
 Variants (names are self-describing; a recipe may define others in ``[variants.NAME]``):
 
@@ -29,8 +28,20 @@ head (its last layer with weights and whatever follows) is never reused.
 Seeds change the head's (or, for scratch, every layer's) initialisation, the batch order
 and, with ``train_size``, which training examples are drawn. Every run is recorded in
 ``results.json`` (written atomically after each run), so an interrupted study resumes
-without redoing finished runs. Statistics use Student's t: per variant a 95% confidence
-interval of the mean test metric, and the paired difference to scratch on the same seeds.
+without redoing finished runs.
+
+Statistics (``graftnet.stats`` says why each): per variant the mean test accuracy with a
+95% percentile-bootstrap interval (inside [0, 100]); per comparison with scratch the
+paired difference on the same seeds with its t interval, a paired t-test whose p-value is
+Holm-adjusted over every comparison in the study, Hedges' g_z, and, where there is no
+evidence of a difference, the seeds a 1-point difference would need. The verdict
+(``headline()``) is that of the *primary* comparison, declared before the run
+(``primary``, default unfreeze-all vs scratch) and recorded with its time in results.json,
+never the best of several intervals.
+
+Budgets (``budget``): equal epochs (the book's), equal training FLOPs (``graftnet.flops``;
+cached and frozen layers cost less, so those variants get more epochs) or to convergence
+(early stopping on val_loss), the last two capped at ``max_epochs``.
 """
 
 from __future__ import annotations
