@@ -146,7 +146,7 @@ def test_report_gives_the_primary_verdict_and_holm_adjusted_p(written):
     header = next(line for line in text.splitlines() if line.startswith("| variant | what it does"))
     assert "| Holm-adjusted p |" in header and "| Hedges' g_z |" in header and "95% CI (bootstrap)" in header
     frozen = result.summary("frozen")
-    row = next(line for line in text.splitlines() if line.startswith("| frozen |"))
+    row = next(line for line in text.splitlines() if line.startswith("| frozen (primary) | reusing"))
     assert f"| {frozen.p_adjusted:.3f} |" in row or "| < 0.001 |" in row
 
 

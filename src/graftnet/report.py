@@ -167,7 +167,7 @@ def differences_figure(result: StudyResult) -> Any:
     """Paired difference to scratch (points) per variant with its 95% t interval, coloured by
     the Holm-adjusted test: green better, red worse, grey no evidence; the primary in bold."""
     items = [v for v in result.variants if v.difference is not None and v.difference.n > 0]
-    fig = _figure(7.2, 0.55 * max(len(items), 1) + 2.0)
+    fig = _figure(7.2, 0.55 * max(len(items), 1) + 2.6)
     ax = fig.add_subplot()
     for row, v in enumerate(items):
         y = len(items) - 1 - row
@@ -202,7 +202,7 @@ def differences_figure(result: StudyResult) -> Any:
         if any(v.primary for v in items):
             handles.append(ax.plot([], [], "D", color=NEUTRAL_COLOR)[0])
             labels.append("primary comparison (declared before the run)")
-        ax.legend(handles, labels, fontsize=7.5, loc="best", frameon=False)
+        fig.legend(handles, labels, fontsize=7.5, loc="outside lower center", ncols=2, frameon=False)
     return fig
 
 
@@ -255,6 +255,7 @@ def learning_curves_figure(result: StudyResult) -> Any:
         ax.set_visible(False)
     for ax in axes[max(0, len(names) - cols):len(names)]:  # the lowest visible panel of each column
         ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.set_tick_params(labelbottom=True)
     fig.supylabel("validation accuracy (%)", fontsize=9)
     fig.suptitle(f"Learning curves ({result.training_budget} budget): mean ± 1 sd over seeds, drawn while at least "
                  f"half of the seeds are training", fontsize=10)
@@ -379,8 +380,9 @@ def _declaration_notes(result: StudyResult) -> list[str]:
                 f"secondary and, like it, Holm-adjusted."]
     history = [d for d in declared.get("history", []) if d.get("primary") != result.primary]
     earlier = f" (it replaced {', '.join(repr(d['primary']) for d in history)})" if history else ""
-    return [f"Caution: the primary comparison was named after {finished} runs had finished{earlier}, "
-            f"{'by the default rule (unfreeze-all vs scratch) for a results file written before graftnet recorded it' if not declared.get('at') else 'so it was not declared before the run'}; "
+    how = ("by the default rule (unfreeze-all vs scratch) for a results file written before graftnet recorded it"
+           if not declared.get("at") else "so it was not declared before the run")
+    return [f"Caution: the primary comparison was named after {finished} runs had finished{earlier}, {how}; "
             f"read it as one of the Holm-adjusted comparisons, not as a pre-declared one."]
 
 
@@ -512,7 +514,10 @@ def _flops(value: float | None, scratch: float | None) -> str:
     if value is None:
         return "–"
     text = f"{value:.3g}"
-    return text + (f" ({value / scratch:.2f}×)" if scratch else "")
+    if not scratch:
+        return text
+    ratio = value / scratch
+    return text + (f" ({ratio:.2f}×)" if ratio >= 0.1 else f" ({ratio:.2g}×)")
 
 
 def _reference_blocks(result: StudyResult) -> list[Block]:
@@ -792,7 +797,8 @@ def budget_comparison_blocks(results: dict[str, StudyResult], links: dict[str, s
                 cells.append("not run")
                 continue
             scratch = next((x.flops_per_run for x in r.variants if x.name == "scratch"), None)
-            flops = f", {v.flops_per_run / scratch:.2f}×" if v.flops_per_run and scratch else ""
+            ratio = v.flops_per_run / scratch if v.flops_per_run and scratch else None
+            flops = "" if ratio is None else f", {ratio:.2f}×" if ratio >= 0.1 else f", {ratio:.2g}×"
             mark = "" if v.p_adjusted is None else (" *" if v.p_adjusted < 0.05 else "")
             cells.append(f"{_mean_sd(v.test)} (#{ranks[b].index(name) + 1}){mark}, {v.epochs.mean:.0f} ep{flops}")
         rows.append(cells)

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONFIDENCE", "BOOTSTRAP_RESAMPLES", "Interval", "PairedTest", "bootstrap_interval", "hedges_j",
-           "holm", "paired_difference", "paired_test", "power_paired", "seeds_needed", "summarize"]
+__all__ = ["BOOTSTRAP_RESAMPLES", "CONFIDENCE", "Interval", "PairedTest", "bootstrap_interval", "differences",
+           "hedges_j", "holm", "paired_difference", "paired_test", "power_paired", "seeds_needed", "summarize"]
 
 CONFIDENCE = 0.95
 ALPHA = 0.05

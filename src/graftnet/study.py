@@ -51,7 +51,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import time
@@ -66,10 +65,10 @@ import numpy as np
 import torch
 
 from graftnet.data import Dataset, Split
-from graftnet.stats import CONFIDENCE, Interval, bootstrap_interval, paired_difference, summarize
 from graftnet.errors import ConfigError, DataError, ShapeError, did_you_mean, format_names
 from graftnet.layers import Dense
 from graftnet.network import Network
+from graftnet.stats import CONFIDENCE, Interval, bootstrap_interval, paired_difference, summarize  # noqa: F401
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -567,7 +566,8 @@ def scratch_flops(base: Network, task: Dataset) -> int:
     the unit of the compute budget (a variant may spend ``epochs`` times this per example)."""
     from graftnet.flops import training_flops
 
-    model, _, _ = _build(base, Variant(name="scratch", scratch=True), task, seed=0)
+    with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's random state is kept
+        model, _, _ = _build(base, Variant(name="scratch", scratch=True), task, seed=0)
     return training_flops(model).per_example
 
 
