@@ -3,6 +3,7 @@
 #   make data   - make sure Fashion-MNIST (and MNIST) are on disk
 #   make test   - venv + data, then the test suite
 #   make demo   - venv + data, then `graftnet demo`
+#   make demo-budgets - the demo under its three training budgets, compared (runs/demo/budgets.md)
 #   make bench  - the benchmarks in bench/
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
@@ -24,7 +25,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo test bench fuzz clean
+.PHONY: venv data demo demo-budgets test bench fuzz clean
 
 venv: $(STAMP)
 
@@ -47,6 +48,10 @@ data: venv
 
 demo: venv data
 	$(VENV)/bin/graftnet demo
+
+# The demo under equal epochs, equal training FLOPs and to convergence (about 20 min on 2 idle cores).
+demo-budgets: venv data
+	nice -n 10 $(VENV)/bin/graftnet demo --budget all --out runs/demo
 
 test: venv data
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q

@@ -112,3 +112,31 @@ def test_threads_flag_sets_torch_threads(files, monkeypatch):
     assert main(["study", str(base_dir), "--data", str(task), "--threads", "0"]) == 2
     cli_study._set_threads(1)
     assert calls == [1]
+
+
+def test_report_only_rewrites_an_old_study_s_report(tmp_path, capsys):
+    fixture = Path(__file__).parent / "fixtures/study/results-v1.json"
+    (tmp_path / "results.json").write_text(fixture.read_text())
+    assert main(["study", "--report-only", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: primary comparison unfreeze-all vs scratch (epochs budget): " in printed
+    assert "Holm-adjusted p" in (tmp_path / "report.md").read_text()
+
+
+def test_demo_compares_the_three_budgets(tmp_path, monkeypatch, capsys):
+    from graftnet import study
+
+    tiny = {**TINY_DEMO, "study": {**TINY_DEMO["study"], "epochs": 2}}
+    monkeypatch.setattr(study, "DEMO_RECIPE", tiny)
+    monkeypatch.setattr(study, "MAX_EPOCHS_FACTOR", 3)  # caps of 6 epochs keep the test short
+    out = tmp_path / "demo"
+    assert main(["demo", "--budget", "all", "--out", str(out), "--base-cache", str(tmp_path / "cache"),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    for budget in ("epochs", "compute", "convergence"):
+        assert f"== {budget} budget ==" in printed
+        saved = json.loads((out / budget / "results.json").read_text())
+        assert saved["key"]["budget"] == budget
+    text = (out / "budgets.md").read_text()
+    assert "| variant | epochs: test acc." in text and "compute: test acc." in text and "convergence: test" in text
+    assert "Published ranking (unfreeze-all > scratch)" in text

@@ -117,3 +117,64 @@ def test_still_improving_flags_curves_that_have_not_flattened():
     assert report.still_improving(result) == {"frozen": pytest.approx(10.0)}
     text = report.render_markdown(report._caveat_blocks(result))
     assert "still rising over the last 2 epochs for: frozen (+10.0 points)" in text
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize("name", ["variants", "differences", "learning_curves", "budget"])
+def test_every_plot_has_a_legend_naming_its_colours(written, name):
+    result, _ = written
+    texts = _legend_texts(getattr(report, f"{name}_figure")(result))
+    assert texts and all(texts)
+    joined = " ".join(texts)
+    if name == "differences":
+        assert "adjusted p < 0.05" in joined and "no evidence" in joined and "primary" in joined
+    elif name == "budget":
+        assert "scratch: mean over seeds" in joined and "95% bootstrap CI" in joined
+    else:
+        assert "scratch" in joined
+
+
+def test_report_gives_the_primary_verdict_and_holm_adjusted_p(written):
+    result, out = written
+    text = (out / "report.md").read_text()
+    assert text.split("\n")[2].startswith("> **Primary comparison, frozen vs scratch (epochs budget): ")
+    assert "The primary comparison was declared before the first run" in text
+    header = next(line for line in text.splitlines() if line.startswith("| variant | what it does"))
+    assert "| Holm-adjusted p |" in header and "| Hedges' g_z |" in header and "95% CI (bootstrap)" in header
+    frozen = result.summary("frozen")
+    row = next(line for line in text.splitlines() if line.startswith("| frozen (primary) | reusing"))
+    assert f"| {frozen.p_adjusted:.3f} |" in row or "| < 0.001 |" in row
+
+
+def test_budget_comparison_ranks_the_variants_under_each_budget():
+    runs = {"epochs": {"scratch": [0.97, 0.98], "frozen": [0.90, 0.91]},
+            "compute": {"scratch": [0.97, 0.98], "frozen": [0.985, 0.99]}}
+    results = {}
+    for budget, accuracy in runs.items():
+        fake = _fake_result({name: [a] for name, a in zip(accuracy, [0.5, 0.5])})
+        for r in fake.runs:
+            r["test"]["accuracy"] = accuracy[r["variant"]][r["seed"]]
+        variants = [study.parse_variant(n) for n in accuracy]
+        fake.variants = study._summarize_variants(fake.runs, variants, [0, 1], 100, primary="frozen")
+        fake.primary, fake.settings, fake.reference = "frozen", {"budget": budget}, REFERENCE
+        results[budget] = fake
+    text = report.render_markdown(report.budget_comparison_blocks(results))
+    assert "| frozen (primary) | 90.50 ± 0.71 (#2)" in text and "98.75 ± 0.35 (#1)" in text
+    assert "epochs: primary (frozen vs scratch)" in text
+    assert "Published ranking (frozen > scratch): no: the means reverse it" in text
+    assert "Published ranking (frozen > scratch): yes in the means" in text
+
+
+def test_convergence_runs_stopped_by_the_cap_are_called_unconverged():
+    result = _fake_result({"scratch": [0.5, 0.9, 0.95], "frozen": [0.5, 0.6, 0.7]})
+    result.settings = {"budget": "convergence", "max_epochs": 3}
+    for run in result.runs:
+        run["stop_reason"] = "early stopping: val_loss did not improve for 1 epochs" if run["variant"] == "scratch" \
+            else None
+    assert report.capped_runs(result) == {"frozen": 2}
+    text = report.render_markdown(report._caveat_blocks(result))
+    assert "2 of 4 runs reached the cap of 3 epochs while val_loss was still improving (frozen: 2)" in text

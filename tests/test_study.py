@@ -255,10 +255,10 @@ def test_resume_refuses_results_of_other_settings(tmp_path):
     assert result.resumed_runs == 0 and {r["epochs"] for r in result.runs} == {4}
 
 
-def test_budget_curve_has_scratch_and_the_best_transfer_variant():
+def test_budget_curve_has_scratch_and_the_primary_variant():
     result = study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen", "drop-top1"],
-                       train_size=60, budgets=[30, 90], **FAST)
-    assert set(result.budget_curve) == {"scratch", result.best}
+                       primary="drop-top1", train_size=60, budgets=[30, 90], **FAST)
+    assert result.primary == "drop-top1" and set(result.budget_curve) == {"scratch", "drop-top1"}
     assert [p["budget"] for p in result.budget_curve["scratch"]] == [30, 60, 90]
     assert all(p["n"] == 2 for p in result.budget_curve["scratch"])
 
@@ -302,3 +302,135 @@ def test_scratch_with_drop_has_the_lower_layers_only_and_fresh_weights():
     assert model.layer_names == ["hidden1", "hidden2", "outputs"] and model.frozen == [] and unfrozen == []
     assert not torch.equal(model.layer("hidden1").weight, base.layer("hidden1").weight)
     assert words == "from scratch (hidden1, hidden2 and a head, random init)"
+
+
+# ------------------------------------------------------------------ primary comparison and Holm
+def test_primary_is_declared_from_the_variant_list_never_from_results():
+    assert study.choose_primary(["scratch", "frozen", "unfreeze-all"]) == "unfreeze-all"
+    assert study.choose_primary(["scratch", "drop-top1", "frozen"]) == "drop-top1"
+    assert study.choose_primary(["scratch"]) is None
+    with pytest.raises(ConfigError, match=r"primary = 'unfreeze-top9' is not among the variants"):
+        study.choose_primary(["scratch", "frozen"], "unfreeze-top9")
+    with pytest.raises(ConfigError, match="primary = 'scratch'"):
+        study.choose_primary(["scratch", "frozen"], "scratch")
+
+
+def _runs(accuracy: dict[str, list[float]]) -> list[dict]:
+    return [{"variant": name, "seed": seed, "budget": 100, "description": name, "test": {"accuracy": value / 100},
+             "epochs": 3, "seconds": 1.0, "cache": {"hits": 0, "build_seconds": 0.0}, "history": []}
+            for name, values in accuracy.items() for seed, value in enumerate(values)]
+
+
+def test_verdicts_are_holm_adjusted_and_say_how_many_seeds_would_do():
+    scratch = [97.0, 97.5, 98.0, 96.5, 97.2]
+    small = [0.1, 0.9, 0.3, 1.2, 0.5]  # alone: p < 0.05; not after adjusting for 3 comparisons
+    accuracy = {"scratch": scratch, "frozen": [s - 8 + 0.1 * i for i, s in enumerate(scratch)],
+                "unfreeze-all": [s + d for s, d in zip(scratch, small)],
+                "drop-top1": [s + (0.3 if i % 2 else -0.3) for i, s in enumerate(scratch)]}
+    variants = [study.parse_variant(name) for name in accuracy]
+    summaries = {v.name: v for v in study._summarize_variants(_runs(accuracy), variants, list(range(5)), 100,
+                                                               primary="unfreeze-all")}
+    raw = {name: summaries[name].test_p["p"] for name in ("frozen", "unfreeze-all", "drop-top1")}
+    assert raw["unfreeze-all"] < 0.05
+    assert [summaries[n].p_adjusted for n in raw] == pytest.approx(study_holm(list(raw.values())))
+    primary = summaries["unfreeze-all"]
+    assert primary.primary and primary.p_adjusted >= 0.05 and primary.difference.low > 0
+    needed = stats_seeds(np.std(small, ddof=1))
+    assert primary.seeds_needed == needed
+    assert primary.verdict.startswith("no evidence of a difference between unfreeze-all and scratch")
+    assert f"Holm-adjusted p = {primary.p_adjusted:.3f} over 3 comparisons" in primary.verdict
+    assert f"would need about {needed} seeds" in primary.verdict
+    assert summaries["frozen"].verdict.startswith("frozen is worse than scratch by 7.8 points")
+    assert summaries["frozen"].seeds_needed is None  # a clear verdict needs no more seeds
+
+
+def study_holm(p):
+    from graftnet.stats import holm
+
+    return holm(p)
+
+
+def stats_seeds(sd):
+    from graftnet.stats import seeds_needed
+
+    return seeds_needed(sd, 1.0)
+
+
+# ------------------------------------------------------------------ budgets
+BUDGET_STUDY = dict(seeds=2, variants=["scratch", "frozen", "unfreeze-all"], train_size=60, epochs=3, head_epochs=1,
+                    batch_size=32, optimizer={"type": "sgd", "lr": 0.05}, max_epochs=12)
+
+
+def test_epochs_budget_trains_every_variant_the_same_epochs():
+    result = study.run(tiny_base(), tiny_task(), budget="epochs", **BUDGET_STUDY)
+    assert {r["epochs"] for r in result.runs} == {3}
+    assert result.training_budget == "epochs" and "max_epochs" not in result.settings
+    by = {v.name: v.flops_per_run for v in result.variants}
+    assert by["frozen"] < by["unfreeze-all"] < by["scratch"]  # cached epochs cost less
+
+
+def test_compute_budget_gives_cached_and_frozen_variants_more_epochs():
+    base, task = tiny_base(), tiny_task()
+    # unfreeze-all: 2 cheap head epochs on cached features, then what scratch's 3 epochs of FLOPs leave
+    result = study.run(base, task, budget="compute", **{**BUDGET_STUDY, "head_epochs": 2})
+    epochs = {v.name: v.epochs.mean for v in result.variants}
+    assert epochs["scratch"] == 3
+    assert epochs["scratch"] < epochs["unfreeze-all"] < epochs["frozen"] == 12  # the cap
+    allowed = 3 * study.scratch_flops(base, task)  # FLOPs per training example
+    for run in result.runs:
+        flops, last = run["flops"], run["flops"]["stages"][-1]
+        assert flops["per_example"] <= allowed
+        if run["epochs"] < 12:  # not capped: one more epoch would exceed the budget
+            assert flops["per_example"] + last["step_per_example"] > allowed
+    assert result.summary("frozen").epochs_uncapped > 12
+
+
+def test_convergence_budget_stops_on_validation_loss():
+    result = study.run(tiny_base(), tiny_task(), budget="convergence", early_stopping=1, **BUDGET_STUDY)
+    assert result.settings["early_stopping"] == 1 and result.settings["max_epochs"] == 12
+    assert all(r["epochs"] <= 12 for r in result.runs)
+    stopped = [r for r in result.runs if (r["stop_reason"] or "").startswith("early stopping")]
+    assert stopped and all(r["epochs"] < 12 for r in stopped)
+    assert study.Settings(budget="convergence").early_stopping == 10  # the default patience
+
+
+def test_unknown_budget_is_named():
+    with pytest.raises(ConfigError, match=r"budget must be one of epochs, compute, convergence.*'compute'"):
+        study.run(tiny_base(), tiny_task(), seeds=2, budget="comptue", **FAST)
+
+
+# ------------------------------------------------------------------ old results files
+V1 = REPO / "tests/fixtures/study/results-v1.json"
+V1_SETTINGS = dict(seeds=3, variants=["scratch", "frozen", "unfreeze-all", "drop-top1"], train_size=60, **FAST)
+
+
+def test_results_of_graftnet_0_1_resume_without_redoing_a_run(tmp_path):
+    (tmp_path / "results.json").write_text(V1.read_text())
+    old = json.loads(V1.read_text())["runs"]
+    result = study.run(tiny_base(), tiny_task(), out=tmp_path, **V1_SETTINGS)
+    assert result.resumed_runs == 12 and result.runs == old  # nothing trained again
+    assert result.summary("unfreeze-all").p_adjusted is not None
+    text = (tmp_path / "report.md").read_text()
+    assert "the primary comparison was named after 12 runs had finished" in text
+
+
+def test_load_results_rebuilds_an_old_study_with_todays_statistics(tmp_path):
+    result = study.load_results(V1)
+    assert result.primary == "unfreeze-all" and result.training_budget == "epochs"
+    compared = [v for v in result.variants if v.name != "scratch"]
+    assert all(v.p_adjusted is not None and v.test.method == "bootstrap-percentile" for v in compared)
+    assert result.declared["runs_finished"] == 12 and result.declared["at"] is None
+    assert "Holm-adjusted p" in result.headline()
+
+
+def test_a_primary_changed_after_runs_is_reported_as_such(tmp_path):
+    base, task = tiny_base(), tiny_task()
+    settings = dict(seeds=2, variants=["scratch", "frozen", "unfreeze-all"], out=tmp_path, **FAST)
+    study.run(base, task, report=False, **settings)
+    saved = json.loads((tmp_path / "results.json").read_text())["declarations"]
+    assert [(d["primary"], d["runs_finished"]) for d in saved] == [("unfreeze-all", 0)]
+    study.run(base, task, primary="frozen", **settings)
+    saved = json.loads((tmp_path / "results.json").read_text())["declarations"]
+    assert [(d["primary"], d["runs_finished"]) for d in saved] == [("unfreeze-all", 0), ("frozen", 6)]
+    text = (tmp_path / "report.md").read_text()
+    assert "named after 6 runs had finished (it replaced 'unfreeze-all')" in text

@@ -11,7 +11,10 @@ PNGs embedded as base64 data URIs, so the one file can be mailed or archived)::
     ['budget', 'differences', 'html', 'learning_curves', 'markdown', 'variants']
 
 Every number says how many seeds it is over and its spread: accuracies are means in
-percent with the sample standard deviation (sd) and a 95% Student-t interval (CI).
+percent with the sample standard deviation (sd) and a 95% percentile-bootstrap interval
+(CI, inside [0, 100]); differences to scratch are paired by seed, with a Student-t
+interval, a paired t-test p-value Holm-adjusted over every comparison, and Hedges' g_z
+(``graftnet.stats`` says why each was chosen).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import numpy as np
 from graftnet.errors import ConfigError
 from graftnet.study import Interval, StudyResult
 
-__all__ = ["Block", "blocks_for", "plot_budget", "plot_differences", "plot_learning_curves", "plot_variants",
-           "render_html", "render_markdown", "still_improving", "write_report"]
+__all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "budget_figure", "capped_runs",
+           "differences_figure", "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves",
+           "plot_variants", "ranking", "render_html", "render_markdown", "still_improving", "variants_figure",
+           "write_budget_comparison", "write_report"]
 
 SCRATCH_COLOR = "#d95f02"
 TRANSFER_COLOR = "#386cb0"
@@ -95,6 +100,11 @@ def _values(result: StudyResult, name: str, budget: int | None = None) -> dict[i
 
 
 def plot_variants(result: StudyResult) -> bytes:
+    """The variants chart as PNG bytes (:func:`variants_figure`)."""
+    return _png(variants_figure(result))
+
+
+def variants_figure(result: StudyResult) -> Any:
     """Dot-and-interval chart: each variant's mean test accuracy with its 95% CI, seeds as dots,
     scratch highlighted, the book's single runs as diamonds (when a reference is given)."""
     names = [v.name for v in result.variants]
@@ -120,46 +130,80 @@ def plot_variants(result: StudyResult) -> bytes:
     ax.set_yticks(range(len(names)), list(reversed(names)))
     ax.set_xlabel("test accuracy (%)")
     n = len(result.seeds)
-    ax.set_title(f"Test accuracy by variant\nmean and 95% CI over {n} seed{'s' if n != 1 else ''}, "
-                 f"{result.budget} training examples per run", fontsize=10)
+    ax.set_title(f"Test accuracy by variant ({result.training_budget} budget)\nmean and 95% bootstrap CI over {n} "
+                 f"seed{'s' if n != 1 else ''}, {result.budget} training examples per run", fontsize=10)
     handles = [ax.plot([], [], "o", color=SCRATCH_COLOR)[0], ax.plot([], [], "o", color=TRANSFER_COLOR)[0],
                ax.scatter([], [], s=12, color=NEUTRAL_COLOR, alpha=0.5)]
-    labels = ["scratch (band: its 95% CI)", "transfer variants", "one seed"]
+    labels = ["scratch: mean, 95% bootstrap CI (band)", "transfer variants: mean, 95% bootstrap CI", "one seed"]
     if reference:
         handles.append(ax.plot([], [], "D", mfc="none", mec=BOOK_COLOR)[0])
         labels.append("published (single run)")
     ax.legend(handles, labels, fontsize=8, loc="best", frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return fig
+
+
+def _significance_color(v: Any) -> str:
+    """Green/red when the Holm-adjusted p (or, for results without one, the interval) says
+    better/worse than scratch; grey otherwise."""
+    d = v.difference
+    if v.p_adjusted is not None:
+        if v.p_adjusted < 0.05:
+            return BETTER_COLOR if d.mean > 0 else WORSE_COLOR
+        return NEUTRAL_COLOR
+    if d.low is not None and d.low > 0:
+        return BETTER_COLOR
+    if d.high is not None and d.high < 0:
+        return WORSE_COLOR
+    return NEUTRAL_COLOR
 
 
 def plot_differences(result: StudyResult) -> bytes:
-    """Paired difference to scratch (points) per variant with its 95% CI; green above 0, red below."""
+    """The differences chart as PNG bytes (:func:`differences_figure`)."""
+    return _png(differences_figure(result))
+
+
+def differences_figure(result: StudyResult) -> Any:
+    """Paired difference to scratch (points) per variant with its 95% t interval, coloured by
+    the Holm-adjusted test: green better, red worse, grey no evidence; the primary in bold."""
     items = [v for v in result.variants if v.difference is not None and v.difference.n > 0]
-    fig = _figure(7.2, 0.55 * max(len(items), 1) + 1.6)
+    fig = _figure(7.2, 0.55 * max(len(items), 1) + 2.6)
     ax = fig.add_subplot()
     for row, v in enumerate(items):
         y = len(items) - 1 - row
         d = v.difference
-        color = NEUTRAL_COLOR
-        if d.low is not None and d.low > 0:
-            color = BETTER_COLOR
-        elif d.high is not None and d.high < 0:
-            color = WORSE_COLOR
+        color = _significance_color(v)
+        marker = "D" if v.primary else "o"
         if d.low is not None:
-            ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", color=color, capsize=4,
+            ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt=marker, color=color, capsize=4,
                         markersize=7, lw=2)
         else:
-            ax.plot(d.mean, y, "o", color=color, markersize=7)
+            ax.plot(d.mean, y, marker, color=color, markersize=7)
     ax.axvline(0, color=SCRATCH_COLOR, lw=1.5, ls="--")
-    ax.set_yticks(range(len(items)), [v.name for v in reversed(items)])
+    ax.set_yticks(range(len(items)), [v.name + (" (primary)" if v.primary else "") for v in reversed(items)])
+    for label, v in zip(ax.get_yticklabels(), reversed(items)):
+        if v.primary:
+            label.set_fontweight("bold")
     ax.set_xlabel("difference to scratch on the same seeds (percentage points)")
     n = len(result.seeds)
-    ax.set_title(f"Paired difference to scratch\nmean and 95% CI over {n} seed{'s' if n != 1 else ''}", fontsize=10)
+    family = sum(1 for v in items if v.p_adjusted is not None)
+    ax.set_title(f"Paired difference to scratch: mean and 95% t interval over {n} seed{'s' if n != 1 else ''}"
+                 + (f"\ncolour: paired t-test, Holm-adjusted over {family} comparisons" if family else ""),
+                 fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     if not items:
         ax.text(0.5, 0.5, "no variant to compare with scratch", ha="center", transform=ax.transAxes)
-    return _png(fig)
+    else:
+        handles = [ax.plot([], [], "o", color=BETTER_COLOR)[0], ax.plot([], [], "o", color=WORSE_COLOR)[0],
+                   ax.plot([], [], "o", color=NEUTRAL_COLOR)[0],
+                   ax.plot([], [], color=SCRATCH_COLOR, lw=1.5, ls="--")[0]]
+        labels = ["better than scratch (adjusted p < 0.05)", "worse than scratch (adjusted p < 0.05)",
+                  "no evidence of a difference", "scratch (no difference)"]
+        if any(v.primary for v in items):
+            handles.append(ax.plot([], [], "D", color=NEUTRAL_COLOR)[0])
+            labels.append("primary comparison (declared before the run)")
+        fig.legend(handles, labels, fontsize=7.5, loc="outside lower center", ncols=2, frameon=False)
+    return fig
 
 
 def _curve_stats(result: StudyResult, name: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -180,6 +224,11 @@ def _curve_stats(result: StudyResult, name: str, key: str) -> tuple[np.ndarray, 
 
 
 def plot_learning_curves(result: StudyResult) -> bytes:
+    """The learning curves as PNG bytes (:func:`learning_curves_figure`)."""
+    return _png(learning_curves_figure(result))
+
+
+def learning_curves_figure(result: StudyResult) -> Any:
     """Validation accuracy per epoch, one panel per variant: mean ± 1 sd over seeds, scratch dashed."""
     names = [v.name for v in result.variants]
     cols = min(4, max(1, len(names)))
@@ -204,11 +253,20 @@ def plot_learning_curves(result: StudyResult) -> bytes:
         ax.grid(alpha=0.3)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    fig.supxlabel("epoch", fontsize=9)
+    for ax in axes[max(0, len(names) - cols):len(names)]:  # the lowest visible panel of each column
+        ax.set_xlabel("epoch", fontsize=9)
+        ax.xaxis.set_tick_params(labelbottom=True)
     fig.supylabel("validation accuracy (%)", fontsize=9)
-    fig.suptitle("Learning curves: mean ± 1 sd over seeds, drawn while at least half of the seeds are training\n"
-                 "(dashed: scratch's mean; dotted: where stage 2 starts, median over seeds)", fontsize=10)
-    return _png(fig)
+    fig.suptitle(f"Learning curves ({result.training_budget} budget): mean ± 1 sd over seeds, drawn while at least "
+                 f"half of the seeds are training", fontsize=10)
+    handles = [axes[0].plot([], [], color=SCRATCH_COLOR, lw=2)[0], axes[0].plot([], [], color=TRANSFER_COLOR, lw=2)[0],
+               axes[0].fill_between([], [], [], color=NEUTRAL_COLOR, alpha=0.3, lw=0),
+               axes[0].plot([], [], color=SCRATCH_COLOR, lw=1, ls="--")[0],
+               axes[0].plot([], [], color=NEUTRAL_COLOR, lw=0.8, ls=":")[0]]
+    labels = ["scratch: mean over seeds", "transfer variant: mean over seeds", "band: ± 1 sd over seeds",
+              "scratch's mean (for comparison)", "stage 2 starts (median over seeds)"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return fig
 
 
 def _shown(epochs: np.ndarray, mean: np.ndarray, sd: np.ndarray,
@@ -232,6 +290,11 @@ def _stage_two_start(result: StudyResult, name: str) -> float | None:
 
 
 def plot_budget(result: StudyResult) -> bytes:
+    """The label-budget curve as PNG bytes (:func:`budget_figure`)."""
+    return _png(budget_figure(result))
+
+
+def budget_figure(result: StudyResult) -> Any:
     """Label-budget curve: test accuracy vs training examples, mean and 95% CI band per variant."""
     if not result.budget_curve:
         raise ConfigError("this study has no label-budget curve; run it with budgets=[...]")
@@ -243,8 +306,8 @@ def plot_budget(result: StudyResult) -> bytes:
         mean = np.array([p["mean"] for p in points], dtype=float)
         low = np.array([np.nan if p["low"] is None else p["low"] for p in points], dtype=float)
         high = np.array([np.nan if p["high"] is None else p["high"] for p in points], dtype=float)
-        ax.plot(x, mean, "o-", color=color, lw=2, label=name)
-        ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
+        ax.plot(x, mean, "o-", color=color, lw=2, label=f"{name}: mean over seeds")
+        ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0, label=f"{name}: 95% bootstrap CI")
     ax.set_xscale("log")
     budgets = sorted({p["budget"] for pts in result.budget_curve.values() for p in pts})
     ax.set_xticks(budgets, [str(b) for b in budgets])
@@ -252,10 +315,11 @@ def plot_budget(result: StudyResult) -> bytes:
     ax.set_xlabel("training examples of the target task")
     ax.set_ylabel("test accuracy (%)")
     n = len(result.seeds)
-    ax.set_title(f"Label budget: mean and 95% CI over {n} seed{'s' if n != 1 else ''} per point", fontsize=10)
-    ax.legend(frameon=False)
+    ax.set_title(f"Label budget: mean and 95% bootstrap CI over {n} seed{'s' if n != 1 else ''} per point "
+                 f"({result.training_budget} budget)", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 # ======================================================================= the blocks
@@ -263,11 +327,17 @@ def blocks_for(result: StudyResult, images: Sequence[str]) -> list[Block]:
     """The report's content, in order; ``images`` names the plots that exist."""
     n = len(result.seeds)
     title = result.title or f"Transfer study: {result.base['name']} → {result.task['name']}"
-    blocks = [Block("h1", title), Block("verdict", _capital(result.headline()))]
+    blocks = [Block("h1", title), Block("verdict", _capital(_primary_headline(result)))]
+    blocks += [Block("p", text) for text in _declaration_notes(result)]
     blocks.append(Block("p", (
         f"All accuracies are test accuracy in percent over {n} seed{'s' if n != 1 else ''} "
         f"({_seed_list(result.seeds)}), {result.budget} training examples per run: mean ± sample standard deviation "
-        f"(sd) and a 95% Student-t confidence interval (CI). Differences to scratch are paired by seed.")))
+        f"(sd) and a 95% percentile-bootstrap interval of the mean (CI; it stays inside the observed values, so "
+        f"inside [0, 100]; with few seeds it is narrower than a t interval, which results.json keeps beside it). "
+        f"Differences to scratch are paired by seed: their mean with a 95% Student-t interval, a paired t-test "
+        f"whose p-value is Holm-adjusted over every comparison with scratch in this study, and Hedges' g_z (the "
+        f"mean difference in units of the differences' sd, corrected for few seeds). "
+        f"{_budget_sentence(result)}")))
     blocks += [Block("p", w) for w in result.warnings]
     blocks += _verdict_blocks(result)
     blocks += _caveat_blocks(result)
@@ -292,12 +362,60 @@ def _seed_list(seeds: Sequence[int]) -> str:
     return "seed" + ("s " if len(seeds) > 1 else " ") + ", ".join(map(str, seeds))
 
 
-def _verdict_blocks(result: StudyResult) -> list[Block]:
-    items = [_capital(v.verdict) + "." for v in result.variants if v.difference is not None]
-    if not items:
+def _primary_headline(result: StudyResult) -> str:
+    if result.primary is None:
+        return result.headline()
+    return f"Primary comparison, {result.primary} vs scratch ({result.training_budget} budget): {result.headline()}"
+
+
+def _declaration_notes(result: StudyResult) -> list[str]:
+    """When the primary comparison was named: before the first run, or after some."""
+    declared = result.declared or {}
+    if result.primary is None or not declared:
         return []
-    caveat = (f"Each interval is for one comparison; with {len(items)} variants compared with scratch, about "
-              f"{0.05 * len(items):.1f} of them would exclude 0 by chance alone even if none made a difference.")
+    finished = int(declared.get("runs_finished") or 0)
+    if finished == 0:
+        at = f" ({declared['at']})" if declared.get("at") else ""
+        return [f"The primary comparison was declared before the first run{at}; the other comparisons are "
+                f"secondary and, like it, Holm-adjusted."]
+    history = [d for d in declared.get("history", []) if d.get("primary") != result.primary]
+    earlier = f" (it replaced {', '.join(repr(d['primary']) for d in history)})" if history else ""
+    how = ("by the default rule (unfreeze-all vs scratch) for a results file written before graftnet recorded it"
+           if not declared.get("at") else "so it was not declared before the run")
+    return [f"Caution: the primary comparison was named after {finished} runs had finished{earlier}, {how}; "
+            f"read it as one of the Holm-adjusted comparisons, not as a pre-declared one."]
+
+
+def _budget_sentence(result: StudyResult) -> str:
+    s = result.settings
+    mode = result.training_budget
+    if mode == "compute":
+        return (f"Budget: equal compute. Every variant was given the training FLOPs scratch spends in {s['epochs']} "
+                f"epochs (forward and backward of the layers each step runs; cached layers once; see "
+                f"graftnet.flops), as many epochs as that buys, at most {s.get('max_epochs')}.")
+    if mode == "convergence":
+        return (f"Budget: to convergence. Every variant trained until val_loss had not improved for "
+                f"{s.get('early_stopping')} epochs (the best epoch's weights are tested), at most "
+                f"{s.get('max_epochs')} epochs; unfreezing variants train the head alone for {s['head_epochs']} "
+                f"epochs first.")
+    return (f"Budget: equal epochs ({s.get('epochs', '?')} per run"
+            + (f", early stopping with patience {s['early_stopping']}" if s.get("early_stopping") else "")
+            + "); a frozen or cached variant's epoch costs a fraction of scratch's (see the FLOPs column).")
+
+
+def _verdict_blocks(result: StudyResult) -> list[Block]:
+    compared = [v for v in result.variants if v.difference is not None]
+    if not compared:
+        return []
+    items = [("Primary: " + v.verdict if v.primary else _capital(v.verdict)) + "." for v in compared]
+    family = sum(1 for v in compared if v.p_adjusted is not None)
+    if family:
+        caveat = (f"Holm's correction: each p-value is adjusted for the {family} comparisons with scratch, so the "
+                  f"chance that any of these verdicts says \"beats\" or \"is worse\" when no variant makes a "
+                  f"difference stays below 5%. The intervals are each for one comparison (unadjusted).")
+    else:
+        caveat = (f"Each interval is for one comparison; with {len(items)} variants compared with scratch, about "
+                  f"{0.05 * len(items):.1f} of them would exclude 0 by chance alone even if none made a difference.")
     return [Block("h2", "Verdicts"), Block("list", items=items), Block("p", caveat)]
 
 
@@ -319,13 +437,37 @@ def still_improving(result: StudyResult, threshold: float = 1.0) -> dict[str, fl
     return rising
 
 
+def capped_runs(result: StudyResult) -> dict[str, int]:
+    """Under the convergence budget, the runs per variant that reached ``max_epochs`` without
+    early stopping ending them (they had not converged): {name: count}."""
+    if result.training_budget != "convergence" or not result.settings.get("max_epochs"):
+        return {}
+    cap = int(result.settings["max_epochs"])
+    counts: dict[str, int] = {}
+    for run in result.runs:
+        if run["budget"] == result.budget and run["seed"] in result.seeds and run["epochs"] >= cap \
+                and not (run.get("stop_reason") or "").startswith("early stopping"):
+            counts[run["variant"]] = counts.get(run["variant"], 0) + 1
+    return counts
+
+
 def _caveat_blocks(result: StudyResult) -> list[Block]:
+    capped = capped_runs(result)
+    blocks = []
+    if capped:
+        total = sum(1 for r in result.runs if r["budget"] == result.budget and r["seed"] in result.seeds)
+        blocks += [Block("h2", "Caveat: not every run converged"),
+                   Block("p", f"{sum(capped.values())} of {total} runs reached the cap of "
+                              f"{result.settings['max_epochs']} epochs while val_loss was still improving "
+                              f"({', '.join(f'{name}: {count}' for name, count in capped.items())}); for those the "
+                              f"comparison is one at {result.settings['max_epochs']} epochs, not at convergence. "
+                              f"A larger max_epochs (or learning rate) would let them converge.")]
     rising = still_improving(result)
     if not rising:
-        return []
+        return blocks
     names = ", ".join(f"{name} (+{rise:.1f} points)" for name, rise in rising.items())
     n_last = max(2, round(0.2 * max(len(r["history"]) for r in result.runs)))
-    return [Block("h2", "Caveat: training had not finished"),
+    return blocks + [Block("h2", "Caveat: training had not finished"),
             Block("p", f"The mean validation accuracy was still rising over the last {n_last} epochs for: {names}. "
                        f"These variants may do better with more epochs (or a larger learning rate for the new "
                        f"head), so the verdicts above hold for this training budget only; see the learning "
@@ -333,18 +475,49 @@ def _caveat_blocks(result: StudyResult) -> list[Block]:
 
 
 def _variant_table(result: StudyResult) -> list[Block]:
-    header = ["variant", "what it does", "seeds", "test acc. % (mean ± sd)", "95% CI", "range",
-              "vs scratch (points)", "95% CI of difference", "epochs", "s / run", "s total", "cache hits"]
+    header = ["variant", "what it does", "seeds", "test acc. % (mean ± sd)", "95% CI (bootstrap)", "range",
+              "vs scratch (points)", "95% CI of difference (t)", "p (paired t)", "Holm-adjusted p", "Hedges' g_z",
+              "epochs (mean)", "train FLOPs / run (× scratch)", "s / run", "s total", "cache hits"]
+    scratch_flops = next((v.flops_per_run for v in result.variants if v.name == "scratch"), None)
     rows = []
     for v in result.variants:
         values = list(_values(result, v.name).values())
         spread = f"{min(values):.2f}–{max(values):.2f}" if values else "–"
         diff = "reference" if v.name == "scratch" else ("–" if v.difference is None else f"{v.difference.mean:+.2f}")
-        rows.append([v.name, v.description, str(v.test.n), _mean_sd(v.test), _ci(v.test), spread, diff,
-                     _ci(v.difference, signed=True) if v.difference is not None else "–",
-                     f"{v.epochs.mean:.1f}", f"{v.seconds_per_run.mean:.2f}", f"{v.seconds_total:.1f}",
-                     str(v.cache_hits)])
-    return [Block("h2", "Variants"), Block("table", header=header, rows=rows)]
+        test = v.test_p or {}
+        p = "–" if test.get("p") is None else _p(test["p"])
+        p_adj = "–" if v.p_adjusted is None else _p(v.p_adjusted)
+        g = "–" if test.get("hedges_g") is None else f"{test['hedges_g']:+.2f}"
+        epochs = f"{v.epochs.mean:.1f}" + (f" (cap; FLOPs allow {v.epochs_uncapped:,.0f})"
+                                           if v.epochs_uncapped is not None and v.epochs_uncapped > v.epochs.mean + 0.5
+                                           else "")
+        rows.append([v.name + (" (primary)" if v.primary else ""), v.description, str(v.test.n), _mean_sd(v.test),
+                     _ci(v.test), spread, diff, _ci(v.difference, signed=True) if v.difference is not None else "–",
+                     p, p_adj, g, epochs, _flops(v.flops_per_run, scratch_flops), f"{v.seconds_per_run.mean:.2f}",
+                     f"{v.seconds_total:.1f}", str(v.cache_hits)])
+    blocks = [Block("h2", "Variants"), Block("table", header=header, rows=rows)]
+    needing = [v for v in result.variants if v.seeds_needed is not None]
+    if needing:
+        blocks.append(Block("p", "Seeds needed: where there is no evidence of a difference, a paired t-test at 5% "
+                                 "(two-sided) would detect a true difference of 1 point with 80% power given "
+                                 "about " + "; ".join(f"{v.seeds_needed} seeds for {v.name}" for v in needing)
+                                 + " (from the sd of the per-seed differences seen here; a single test, before "
+                                   "Holm's adjustment, so with several comparisons somewhat more)."))
+    return blocks
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _flops(value: float | None, scratch: float | None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.3g}"
+    if not scratch:
+        return text
+    ratio = value / scratch
+    return text + (f" ({ratio:.2f}×)" if ratio >= 0.1 else f" ({ratio:.2g}×)")
 
 
 def _reference_blocks(result: StudyResult) -> list[Block]:
@@ -353,7 +526,7 @@ def _reference_blocks(result: StudyResult) -> list[Block]:
     if not values:
         return []
     labels = reference.get("labels", {})
-    header = ["variant", "published as", "published (%)", "ours: mean ± sd (%)", "ours: 95% CI", "seeds",
+    header = ["variant", "published as", "published (%)", "ours: mean ± sd (%)", "ours: 95% CI (bootstrap)", "seeds",
               "ours: range over seeds", "published value in our CI?"]
     rows = []
     for name, value in values.items():
@@ -382,20 +555,20 @@ def _budget_blocks(result: StudyResult, images: Sequence[str]) -> list[Block]:
         return []
     names = list(result.budget_curve)
     budgets = [p["budget"] for p in result.budget_curve[names[0]]]
-    header = ["training examples"] + [f"{name}: mean ± sd (%) [95% CI]" for name in names] + ["seeds"]
+    header = ["training examples"] + [f"{name}: mean ± sd (%) [95% bootstrap CI]" for name in names] + ["seeds"]
     rows = []
     for i, budget in enumerate(budgets):
         cells = [str(budget)]
         counts = []
         for name in names:
             p = result.budget_curve[name][i]
-            iv = Interval(p["n"], p["mean"], p["std"], p["low"], p["high"])
+            iv = Interval.from_dict(p)
             cells.append(f"{_mean_sd(iv)} {_ci(iv)}")
             counts.append(str(p["n"]))
         rows.append(cells + ["/".join(sorted(set(counts)))])
-    best = [n for n in names if n != "scratch"]
-    text = (f"Scratch and the best transfer variant at {result.budget} examples"
-            f"{f' ({best[0]})' if best else ''}, trained on a growing number of target examples drawn per seed.")
+    other = [n for n in names if n != "scratch"]
+    text = (f"Scratch and {'the primary variant (' + other[0] + ')' if other else 'no other variant'}, trained on "
+            f"a growing number of target examples drawn per seed ({result.training_budget} budget).")
     blocks = [Block("h2", "Label budget"), Block("p", text), Block("table", header=header, rows=rows)]
     if "budget" in images:
         blocks.append(Block("image", "Label-budget curve", image="budget"))
@@ -428,7 +601,13 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
         f"Task: {result.task['name']} ({result.task['task']}, classes {', '.join(result.task['classes'] or [])}); "
         f"splits {sizes}; each run draws {result.budget} training examples ({s['sampling']} sampling) per seed"
         + (f" and {s['valid_size']} validation examples" if s.get("valid_size") else "") + ".",
-        f"Training: {s['epochs']} epochs per run, batch size {s['batch_size']}, optimizer {kind} (lr {lr:g}"
+        f"Training ({result.training_budget} budget): "
+        + {"epochs": f"{s['epochs']} epochs per run",
+           "compute": f"scratch's training FLOPs for {s['epochs']} epochs per run, at most {s.get('max_epochs')} "
+                      f"epochs",
+           "convergence": f"until val_loss stops improving, at most {s.get('max_epochs')} epochs per run"}.get(
+               result.training_budget, f"{s['epochs']} epochs per run")
+        + f", batch size {s['batch_size']}, optimizer {kind} (lr {lr:g}"
         + (", " + ", ".join(f"{k} {v}" for k, v in opt.items()) if opt else "") + ") for scratch; the new head "
         f"of a transfer variant trains alone at lr {s.get('head_lr') or lr:g}; unfreezing variants train the head "
         f"alone for {s['head_epochs']} epochs, then the unfrozen layers with it at lr "
@@ -453,8 +632,11 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
     blocks += [Block("p", note) for note in result.notes]
     blocks += [Block("code", result.base["summary"])]
     blocks.append(Block("p", "Files: results.json (every run: variant, seed, budget, test metrics, best and last "
-                             "validation metrics, epochs, seconds, cache statistics, per-epoch history), "
-                             "report.md, report.html and the PNG plots."))
+                             "validation metrics, epochs, seconds, cache statistics, training FLOPs per stage, "
+                             "per-epoch history; the primary comparison and when it was declared), "
+                             "report.md, report.html and the PNG plots. FLOPs count 2 per multiply-add of each "
+                             "Dense/Conv2d layer that runs at a step, forward and backward (graftnet.flops), plus "
+                             "one forward of the cached layers per training example."))
     return blocks
 
 
@@ -558,3 +740,99 @@ def write_report(result: StudyResult, out: str | Path) -> dict[str, Path]:
     atomic_write_text(folder / "report.html", render_html(blocks, images, title=title))
     paths["markdown"], paths["html"] = folder / "report.md", folder / "report.html"
     return paths
+
+
+# ======================================================================= one study under several budgets
+def book_ranking(result: StudyResult) -> list[str]:
+    """The variants of the published reference, best first (e.g. ['unfreeze-all', 'scratch'])."""
+    values = (result.reference or {}).get("values", {})
+    return sorted(values, key=lambda name: -float(values[name]))
+
+
+def ranking(result: StudyResult) -> list[str]:
+    """Variant names by mean test accuracy, best first."""
+    return [v.name for v in sorted(result.variants, key=lambda v: -v.test.mean)]
+
+
+def _kendall_tau(first: Sequence[str], second: Sequence[str]) -> float | None:
+    from scipy import stats
+
+    common = [name for name in first if name in second]
+    if len(common) < 3:
+        return None
+    return float(stats.kendalltau([first.index(n) for n in common], [second.index(n) for n in common]).statistic)
+
+
+def _book_order_holds(result: StudyResult, order: Sequence[str]) -> str:
+    """Whether our means keep the published order, and what the tests say about each step."""
+    present = [name for name in order if any(v.name == name for v in result.variants)]
+    if len(present) < 2:
+        return "not comparable (the published variants were not run)"
+    means = [result.summary(name).test.mean for name in present]
+    kept = all(a > b for a, b in zip(means, means[1:]))
+    words = []
+    for name in present:
+        v = result.summary(name)
+        if v.p_adjusted is not None:
+            verdict = ("better" if v.difference.mean > 0 else "worse") if v.p_adjusted < 0.05 else "no evidence"
+            words.append(f"{name} vs scratch {v.difference.mean:+.2f} points, Holm p {_p(v.p_adjusted)} ({verdict})")
+    return ("yes in the means" if kept else "no: the means reverse it") + (f"; {'; '.join(words)}" if words else "")
+
+
+def budget_comparison_blocks(results: dict[str, StudyResult], links: dict[str, str] | None = None) -> list[Block]:
+    """A report comparing one study run under several budgets: accuracy and rank of every
+    variant under each, whether the published ranking survives, and each primary verdict."""
+    names = list(results)
+    first = results[names[0]]
+    variants = [v.name for v in first.variants]
+    ranks = {b: ranking(r) for b, r in results.items()}
+    header = ["variant"] + [f"{b}: test acc. % mean ± sd (rank), epochs, FLOPs × scratch" for b in names]
+    rows = []
+    for name in variants:
+        cells = [name + (" (primary)" if first.summary(name).primary else "")]
+        for b, r in results.items():
+            try:
+                v = r.summary(name)
+            except ConfigError:
+                cells.append("not run")
+                continue
+            scratch = next((x.flops_per_run for x in r.variants if x.name == "scratch"), None)
+            ratio = v.flops_per_run / scratch if v.flops_per_run and scratch else None
+            flops = "" if ratio is None else f", {ratio:.2f}×" if ratio >= 0.1 else f", {ratio:.2g}×"
+            mark = "" if v.p_adjusted is None else (" *" if v.p_adjusted < 0.05 else "")
+            cells.append(f"{_mean_sd(v.test)} (#{ranks[b].index(name) + 1}){mark}, {v.epochs.mean:.0f} ep{flops}")
+        rows.append(cells)
+    n = len(first.seeds)
+    blocks = [Block("h1", f"{first.title or 'Transfer study'}: under {len(names)} training budgets"),
+              Block("p", f"The same study ({n} seeds, {first.budget} training examples per run) with each variant "
+                         f"trained for equal epochs, for equal compute (scratch's training FLOPs) and to convergence "
+                         f"(early stopping on val_loss). Rank 1 is the highest mean test accuracy; * marks a "
+                         f"difference to scratch with Holm-adjusted p < 0.05 (paired t-test)."),
+              Block("table", header=header, rows=rows)]
+    order = book_ranking(first)
+    items = []
+    for b, r in results.items():
+        line = f"{b}: primary ({r.primary} vs scratch): {r.headline()}."
+        if order:
+            line += f" Published ranking ({' > '.join(order)}): {_book_order_holds(r, order)}."
+        tau = _kendall_tau(ranks[names[0]], ranks[b]) if b != names[0] else None
+        if tau is not None:
+            line += f" Kendall's tau of the whole ranking against the {names[0]} budget's: {tau:+.2f}."
+        items.append(line)
+    blocks += [Block("h2", "Does the ranking survive each budget?"), Block("list", items=items)]
+    if links:
+        blocks += [Block("h2", "Reports"), Block("list", items=[f"{b}: {path}" for b, path in links.items()])]
+    return blocks
+
+
+def write_budget_comparison(results: dict[str, StudyResult], out: str | Path) -> dict[str, Path]:
+    """Write ``budgets.md`` and ``budgets.html`` (tables only) comparing a study's budgets."""
+    from graftnet.io.checkpoint import atomic_write_text
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    links = {b: f"{b}/report.html" for b in results}
+    blocks = budget_comparison_blocks(results, links)
+    atomic_write_text(folder / "budgets.md", render_markdown(blocks))
+    atomic_write_text(folder / "budgets.html", render_html(blocks, {}, title=blocks[0].text))
+    return {"markdown": folder / "budgets.md", "html": folder / "budgets.html"}

@@ -10,8 +10,7 @@ seeds::
     >>> fashion = gn.datasets.fashion_mnist()
     >>> task_b = fashion.only_classes(["Sandal", "Shirt"]).as_binary("Shirt")
     >>> result = study.run(base, task_b, seeds=10, train_size=200, out="runs/study-b")
-    >>> print(result.headline())        # the recipe examples/recipes/study_fashion_ab.toml gave
-    reusing hidden1..hidden5, all fine-tuned after the head beats scratch by 0.56 points, 95% CI [0.27, 0.84], 10 seeds
+    >>> print(result.headline())        # doctest: +SKIP
 
 Variants (names are self-describing; a recipe may define others in ``[variants.NAME]``):
 
@@ -29,8 +28,20 @@ head (its last layer with weights and whatever follows) is never reused.
 Seeds change the head's (or, for scratch, every layer's) initialisation, the batch order
 and, with ``train_size``, which training examples are drawn. Every run is recorded in
 ``results.json`` (written atomically after each run), so an interrupted study resumes
-without redoing finished runs. Statistics use Student's t: per variant a 95% confidence
-interval of the mean test metric, and the paired difference to scratch on the same seeds.
+without redoing finished runs.
+
+Statistics (``graftnet.stats`` says why each): per variant the mean test accuracy with a
+95% percentile-bootstrap interval (inside [0, 100]); per comparison with scratch the
+paired difference on the same seeds with its t interval, a paired t-test whose p-value is
+Holm-adjusted over every comparison in the study, Hedges' g_z, and, where there is no
+evidence of a difference, the seeds a 1-point difference would need. The verdict
+(``headline()``) is that of the *primary* comparison, declared before the run
+(``primary``, default unfreeze-all vs scratch) and recorded with its time in results.json,
+never the best of several intervals.
+
+Budgets (``budget``): equal epochs (the book's), equal training FLOPs (``graftnet.flops``;
+cached and frozen layers cost less, so those variants get more epochs) or to convergence
+(early stopping on val_loss), the last two capped at ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -40,13 +51,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import time
 import tomllib
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +68,7 @@ from graftnet.data import Dataset, Split
 from graftnet.errors import ConfigError, DataError, ShapeError, did_you_mean, format_names
 from graftnet.layers import Dense
 from graftnet.network import Network
+from graftnet.stats import CONFIDENCE, Interval, bootstrap_interval, paired_difference, summarize  # noqa: F401
 
 __all__ = [
     "DEFAULT_VARIANTS",
@@ -70,13 +81,20 @@ __all__ = [
     "default_base_dir",
     "default_demo_dir",
     "demo",
+    "demo_budgets",
     "draw",
     "hidden_blocks",
     "load_recipe",
     "paired_difference",
     "parse_variant",
+    "BUDGETS",
+    "choose_primary",
+    "load_results",
+    "plan_epochs",
+    "read_results_file",
     "run",
     "run_recipe",
+    "scratch_flops",
     "summarize",
     "task_from_recipe",
     "verdict",
@@ -87,8 +105,11 @@ log = logging.getLogger("graftnet")
 DEFAULT_VARIANTS = ("scratch", "frozen", "unfreeze-top1", "unfreeze-top2", "unfreeze-all", "drop-top1", "drop-top2")
 RESULTS = "results.json"
 RESULTS_FORMAT = "graftnet.study/1"
-CONFIDENCE = 0.95
 SAMPLINGS = ("stratified", "balanced")
+BUDGETS = ("epochs", "compute", "convergence")
+DEFAULT_PRIMARY = "unfreeze-all"
+CONVERGENCE_PATIENCE = 10  # epochs without a better val_loss before a convergence run stops
+MAX_EPOCHS_FACTOR = 10  # the cap of compute and convergence runs: 10x epochs unless max_epochs says
 Progress = Callable[[str], None]
 
 
@@ -97,70 +118,10 @@ class StudyWarning(UserWarning):
 
 
 # ======================================================================= statistics
-@dataclass(frozen=True)
-class Interval:
-    """Mean, standard deviation and a Student-t confidence interval of ``n`` values.
-
-    ``std``, ``low`` and ``high`` are ``None`` when ``n < 2`` (no spread can be estimated).
-
-        >>> summarize([97.0, 98.0, 99.0]).mean, round(summarize([97.0, 98.0, 99.0]).low, 2)
-        (98.0, 95.52)
-    """
-
-    n: int
-    mean: float
-    std: float | None
-    low: float | None
-    high: float | None
-    confidence: float = CONFIDENCE
-
-    @property
-    def half_width(self) -> float | None:
-        return None if self.low is None or self.high is None else (self.high - self.low) / 2
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def describe(self, digits: int = 2, unit: str = "") -> str:
-        """``"97.31 ± 0.42 (sd), 95% CI [96.99, 97.63], 10 seeds"`` (or the one value for n = 1)."""
-        if self.n == 0:
-            return "no runs"
-        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
-        if self.std is None:
-            return f"{self.mean:.{digits}f}{unit} ({seeds}: no spread or interval)"
-        return (f"{self.mean:.{digits}f}{unit} ± {self.std:.{digits}f} (sd), "
-                f"{self.confidence:.0%} CI [{self.low:.{digits}f}, {self.high:.{digits}f}], {seeds}")
-
-
-def summarize(values: Iterable[float], confidence: float = CONFIDENCE) -> Interval:
-    """Mean, sample standard deviation (ddof=1) and the t interval of the mean.
-
-        >>> summarize([1.0, 2.0, 3.0, 4.0]).std
-        1.2909944487358056
-    """
-    from scipy import stats
-
-    data = np.asarray(list(values), dtype=float)
-    n = len(data)
-    if n == 0:
-        return Interval(0, math.nan, None, None, None, confidence)
-    mean = float(data.mean())
-    if n < 2:
-        return Interval(1, mean, None, None, None, confidence)
-    std = float(data.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-    return Interval(n, mean, std, mean - half, mean + half, confidence)
-
-
-def paired_difference(values: Mapping[Any, float], reference: Mapping[Any, float],
-                      confidence: float = CONFIDENCE) -> Interval:
-    """Summary of ``values[s] - reference[s]`` over the keys (seeds) both have.
-
-        >>> paired_difference({0: 98.0, 1: 99.0}, {0: 97.0, 1: 97.5, 2: 96.0}).mean
-        1.25
-    """
-    common = [key for key in values if key in reference]
-    return summarize([values[key] - reference[key] for key in common], confidence)
+# Interval, summarize, paired_difference live in graftnet.stats (re-exported here).
+ALPHA = 0.05
+POWER = 0.8
+POWER_DELTA = 1.0  # points: the difference a "no evidence" verdict says how many seeds would detect
 
 
 def _fmt_points(*numbers: float) -> str:
@@ -169,11 +130,20 @@ def _fmt_points(*numbers: float) -> str:
     return ",".join(f"{x:.{digits}f}" for x in numbers)
 
 
-def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: str = "points") -> str:
+def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: str = "points",
+            p_adjusted: float | None = None, comparisons: int = 1, needed: int | None = None,
+            delta: float = POWER_DELTA) -> str:
     """A plain-words verdict on a paired difference (``what`` minus ``against``).
+
+    Without ``p_adjusted`` the verdict follows the interval (it excludes 0 or not). With
+    it (Holm-adjusted over ``comparisons``), "beats"/"is worse" needs ``p_adjusted`` below
+    0.05; ``needed`` (seeds to detect ``delta`` points with 80 % power) is quoted when
+    there is no evidence.
 
         >>> verdict("reusing hidden1..hidden3 frozen", Interval(10, 1.9, 1.0, 1.2, 2.6))
         'reusing hidden1..hidden3 frozen beats scratch by 1.9 points, 95% CI [1.2, 2.6], 10 seeds'
+        >>> verdict("frozen", Interval(5, 0.5, 0.4, 0.09, 0.91), p_adjusted=0.12, comparisons=6, needed=4)[:61]
+        'no evidence of a difference between frozen and scratch (mean'
     """
     n, mean = difference.n, difference.mean
     if n == 0:
@@ -183,15 +153,32 @@ def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: 
                 f"by {_fmt_points(mean)} {unit}); run 2 or more seeds, 10 for a useful interval")
     level = f"{difference.confidence:.0%} CI"
     low, high = difference.low, difference.high
-    if low > 0:
+    if p_adjusted is None:
+        significant = low > 0 or high < 0
+        tested = ""
+    else:
+        significant = p_adjusted < ALPHA
+        tested = (f", Holm-adjusted p = {_fmt_p(p_adjusted)} over {comparisons} comparisons" if comparisons > 1
+                  else f", p = {_fmt_p(p_adjusted)}")
+    if significant and mean > 0:
         a, b, m = _fmt_points(low, high, mean).split(",")
-        return f"{what} beats {against} by {m} {unit}, {level} [{a}, {b}], {n} seeds"
-    if high < 0:
+        return f"{what} beats {against} by {m} {unit}, {level} [{a}, {b}]{tested}, {n} seeds"
+    if significant and mean < 0:
         a, b, m = _fmt_points(-high, -low, -mean).split(",")
-        return f"{what} is worse than {against} by {m} {unit}, {level} [{a}, {b}], {n} seeds"
+        return f"{what} is worse than {against} by {m} {unit}, {level} [{a}, {b}]{tested}, {n} seeds"
     a, b, m = _fmt_points(low, high, mean).split(",")
-    return (f"no evidence of a difference between {what} and {against} "
-            f"(mean difference {float(m):+g} {unit}, {level} [{a}, {b}], {n} seeds)")
+    text = (f"no evidence of a difference between {what} and {against} "
+            f"(mean difference {float(m):+g} {unit}, {level} [{a}, {b}]{tested}, {n} seeds)")
+    if p_adjusted is not None and (low > 0 or high < 0):
+        text += "; the unadjusted interval excludes 0, but one of several such intervals does so by chance often"
+    if needed is not None:
+        text += (f"; a true difference of {delta:g} {unit[:-1] if delta == 1 else unit} would need about {needed} "
+                 f"seeds to be detected (80% power, paired t-test at 5%, the sd of the differences seen here)")
+    return text
+
+
+def _fmt_p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 # ======================================================================= variants
@@ -337,6 +324,18 @@ class Settings:
     Learning rates: scratch trains at the optimizer's lr; the new head of a transfer
     variant trains alone at ``head_lr`` (default: the optimizer's lr); unfrozen layers
     then train, with the head, at ``lr x finetune_lr_mult``.
+
+    ``budget`` says how long each variant trains (see :func:`plan_epochs`):
+
+    - ``"epochs"``: every variant trains ``epochs`` epochs (unfreezing ones ``head_epochs``
+      of them with the reused layers frozen);
+    - ``"compute"``: every variant gets the training FLOPs scratch spends in ``epochs``
+      epochs (``graftnet.flops``: cached layers cost once, frozen ones forward only), as
+      many epochs as that buys, at most ``max_epochs``;
+    - ``"convergence"``: every variant trains until ``val_loss`` has not improved for
+      ``early_stopping`` epochs (default 10), best weights kept, at most ``max_epochs``.
+
+    ``max_epochs`` defaults to 10 x ``epochs``.
     """
 
     epochs: int = 20
@@ -350,6 +349,15 @@ class Settings:
     sampling: str = "stratified"
     valid_size: int | None = None
     metric: str = "accuracy"
+    budget: str = "epochs"
+    max_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget in ("compute", "convergence") and self.max_epochs is None \
+                and isinstance(self.epochs, int) and not isinstance(self.epochs, bool):
+            self.max_epochs = MAX_EPOCHS_FACTOR * self.epochs
+        if self.budget == "convergence" and self.early_stopping is None:
+            self.early_stopping = CONVERGENCE_PATIENCE
 
     def check(self) -> None:
         from graftnet.optim import optimizer_from
@@ -370,6 +378,13 @@ class Settings:
             raise ConfigError(f"finetune_lr_mult must be > 0, got {self.finetune_lr_mult!r}")
         if self.head_lr is not None and not self.head_lr > 0:
             raise ConfigError(f"head_lr must be > 0 (or None: the optimizer's lr), got {self.head_lr!r}")
+        if self.budget not in BUDGETS:
+            raise ConfigError(f"budget must be one of {', '.join(BUDGETS)} (how long each variant trains), got "
+                              f"{self.budget!r}" + did_you_mean(str(self.budget), BUDGETS))
+        if self.max_epochs is not None and (isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int)
+                                            or self.max_epochs <= self.head_epochs or self.max_epochs < self.epochs):
+            raise ConfigError(f"max_epochs (the cap of compute and convergence runs) must be a whole number >= "
+                              f"epochs ({self.epochs}), got {self.max_epochs!r}")
         optimizer_from(self.optimizer)  # raises a ConfigError naming the problem
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,6 +392,8 @@ class Settings:
 
         out = dataclasses.asdict(self)
         out["optimizer"] = optimizer_from(self.optimizer).to_dict()
+        if self.budget == "epochs":
+            out.pop("max_epochs")  # unused: changing it must not stop a study from resuming
         return out
 
 
@@ -504,19 +521,98 @@ def _build(base: Network, variant: Variant, task: Dataset, seed: int) -> tuple[N
     return model, unfrozen, words
 
 
-def _stages(model: Network, variant: Variant, unfrozen: list[str], settings: Settings, lr: float) -> list[Any]:
-    from graftnet.transfer import Stage
-
+def _stage_plan(model: Network, variant: Variant, unfrozen: list[str], settings: Settings,
+                lr: float) -> list[tuple[str, Any, float | None, int]]:
+    """(name, layers that train, lr, epochs under the "epochs" budget) of each stage."""
     if variant.scratch:
-        return [Stage(settings.epochs, train="all", name="scratch")]
+        return [("scratch", "all", None, settings.epochs)]
     head = [n for n in model.layer_names if n not in model.frozen]
     head_lr = settings.head_lr if settings.head_lr is not None else lr
     if not unfrozen:
-        return [Stage(settings.epochs, train=head, lr=head_lr, name="head")]
+        return [("head", head, head_lr, settings.epochs)]
     head_epochs = settings.head_epochs if variant.head_epochs is None else int(variant.head_epochs)
     mult = settings.finetune_lr_mult if variant.finetune_lr_mult is None else float(variant.finetune_lr_mult)
-    stages = [Stage(head_epochs, train=head, lr=head_lr, name="head")] if head_epochs else []
-    return stages + [Stage(settings.epochs - head_epochs, train=unfrozen + head, lr=lr * mult, name="fine-tune")]
+    stages = [("head", head, head_lr, head_epochs)] if head_epochs else []
+    return stages + [("fine-tune", unfrozen + head, lr * mult, settings.epochs - head_epochs)]
+
+
+def _stages(model: Network, variant: Variant, unfrozen: list[str], settings: Settings, lr: float,
+            epochs: Sequence[int] | None = None) -> list[Any]:
+    """The FineTune stages of a variant; ``epochs`` (one per stage) replaces the epochs budget's."""
+    from graftnet.transfer import Stage
+
+    plan = _stage_plan(model, variant, unfrozen, settings, lr)
+    counts = [e for *_, e in plan] if epochs is None else list(epochs)
+    return [Stage(count, train=train, lr=rate, name=name) for (name, train, rate, _), count in zip(plan, counts)]
+
+
+def _stage_flops(model: Network, stages: Sequence[Any], cache: bool) -> list[Any]:
+    """Training FLOPs per example of each stage (``graftnet.flops.StepFlops``), with the
+    freeze state and cache cut that stage trains with; the model is left as stage 1 wants it."""
+    from graftnet.cache import cache_cut
+    from graftnet.flops import training_flops
+
+    out = []
+    for stage in stages:
+        stage.apply(model)
+        out.append(training_flops(model, cache_cut(model) if cache else 0))
+    if stages:
+        stages[0].apply(model)
+    return out
+
+
+def scratch_flops(base: Network, task: Dataset) -> int:
+    """Training FLOPs per example and epoch of scratch with the base's whole architecture:
+    the unit of the compute budget (a variant may spend ``epochs`` times this per example)."""
+    from graftnet.flops import training_flops
+
+    with torch.random.fork_rng(devices=[]):  # building seeds torch; the caller's random state is kept
+        model, _, _ = _build(base, Variant(name="scratch", scratch=True), task, seed=0)
+    return training_flops(model).per_example
+
+
+def plan_epochs(settings: Settings, default: Sequence[int], flops: Sequence[Any],
+                reference: int) -> tuple[list[int], int | None]:
+    """Epochs per stage under the study's budget, and (compute only) what the last stage
+    would get without the ``max_epochs`` cap.
+
+    ``default``: each stage's epochs under the epochs budget; ``flops``: each stage's
+    ``StepFlops``; ``reference``: scratch's training FLOPs per example and epoch. Under
+    the compute budget every stage but the last keeps its epochs (the head's warm-up) and
+    the last gets what is left of ``epochs x reference`` FLOPs per example after the
+    cache builds, at least 1 epoch, at most ``max_epochs`` in all.
+
+        >>> from graftnet.flops import StepFlops
+        >>> s = Settings(epochs=20, head_epochs=4, budget="compute", max_epochs=1000)
+        >>> head, full = StepFlops(100, 100, 900, 2), StepFlops(1000, 1000, 0, 0)
+        >>> plan_epochs(s, [4, 16], [head, full], reference=2000)   # (20*2000 - 900 - 4*200) // 2000
+        ([4, 19], 19)
+    """
+    default = list(default)
+    if settings.budget == "epochs":
+        return default, None
+    cap = int(settings.max_epochs or MAX_EPOCHS_FACTOR * settings.epochs)
+    fixed = sum(default[:-1])
+    if settings.budget == "convergence":
+        return default[:-1] + [cap - fixed], None
+    spent = sum(f.cache_build for f in flops) + sum(e * f.per_example for e, f in zip(default[:-1], flops[:-1]))
+    left = settings.epochs * reference - spent
+    last = max(1, int(left // flops[-1].per_example)) if flops[-1].per_example else cap - fixed
+    return default[:-1] + [min(last, cap - fixed)], last
+
+
+def _flops_record(flops: Sequence[Any], stages: Sequence[Any], rows: list[dict[str, Any]], n_train: int,
+                  reference: int, uncapped: int | None) -> dict[str, Any]:
+    """What the run's training cost in FLOPs, stage by stage (epochs actually run)."""
+    ran = [sum(1 for r in rows if r.get("stage") == stage.name) for stage in stages]
+    per_example = sum(f.cache_build + e * f.per_example for f, e in zip(flops, ran) if e)
+    return {"per_example": per_example, "total": per_example * n_train,
+            "reference_per_example_epoch": reference,
+            "stages": [{"name": stage.name, "epochs_planned": stage.epochs, "epochs_run": e,
+                        "step_per_example": f.per_example, "cache_build_per_example": f.cache_build,
+                        "cache_cut": f.start}
+                       for stage, f, e in zip(stages, flops, ran)],
+            "epochs_uncapped": uncapped}
 
 
 def _history_rows(history: Any) -> list[dict[str, Any]]:
@@ -537,7 +633,7 @@ def _val_metrics(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings: Settings, cache: bool,
-             device: Any) -> dict[str, Any]:
+             device: Any, reference_flops: int | None = None) -> dict[str, Any]:
     from graftnet import cache as cache_mod
     from graftnet.optim import optimizer_from
     from graftnet.train import EarlyStopping, evaluate
@@ -548,8 +644,13 @@ def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings
     opt = optimizer_from(settings.optimizer)
     stopper = (EarlyStopping(monitor="val_loss", patience=settings.early_stopping, restore_best=True)
                if settings.early_stopping else None)
+    reference = reference_flops if reference_flops is not None else scratch_flops(base, data)
+    stages = _stages(model, variant, unfrozen, settings, opt.lr)
+    flops = _stage_flops(model, stages, cache)
+    epochs, uncapped = plan_epochs(settings, [s.epochs for s in stages], flops, reference)
+    stages = _stages(model, variant, unfrozen, settings, opt.lr, epochs)
     before = cache_mod.default_cache().stats() if cache else None
-    history = FineTune(_stages(model, variant, unfrozen, settings, opt.lr)).fit(
+    history = FineTune(stages).fit(
         model, data, seed=seed, batch_size=settings.batch_size, optimizer=opt, early_stopping=stopper,
         cache=cache, verbose=False, device=device)
     test = evaluate(model, data, metrics=("accuracy",))
@@ -564,6 +665,7 @@ def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings
             "variant_spec": variant.to_dict(), "test": {k: float(v) for k, v in test.items()},
             "best_val": best, "last_val": last, "epochs": len(rows), "stop_reason": history.stop_reason,
             "seconds": round(time.perf_counter() - t0, 4), "load_average": _load_average(), "cache": cache_stats,
+            "flops": _flops_record(flops, stages, rows, len(data.train), reference, uncapped),
             "history": rows}
 
 
@@ -596,21 +698,32 @@ def _study_key(base_fp: str, task_fp: str, settings: Settings) -> dict[str, Any]
     return {"base": base_fp, "task": task_fp, **settings.to_dict()}
 
 
-def _load_results(path: Path, key: dict[str, Any]) -> list[dict[str, Any]]:
+def read_results_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``results.json`` of a study (any graftnet version), its format checked."""
+    path = Path(path)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot resume from {path}: {err}; remove it or pass resume=False (--no-resume)") from None
-    if saved.get("format") != RESULTS_FORMAT:
-        raise ConfigError(f"{path} is not a graftnet study results file (format {saved.get('format')!r}, "
+        raise ConfigError(f"cannot read {path}: {err}; remove it or pass resume=False (--no-resume)") from None
+    if not isinstance(saved, dict) or saved.get("format") != RESULTS_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ConfigError(f"{path} is not a graftnet study results file (format {found!r}, "
                           f"expected {RESULTS_FORMAT!r})")
-    old = saved.get("key", {})
+    key = dict(saved.get("key", {}))
+    key.setdefault("budget", "epochs")  # written before budgets existed: every run trained `epochs` epochs
+    saved["key"] = key
+    return saved
+
+
+def _load_results(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    saved = read_results_file(path)
+    old = saved["key"]
     changed = sorted(k for k in set(old) | set(key) if old.get(k) != key.get(k))
     if changed:
         details = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(key.get(k))}" for k in changed)
         raise ConfigError(f"{path} holds runs of a study with other settings ({details}); use another output "
                           f"folder, or resume=False (--no-resume) to start over there")
-    return list(saved.get("runs", []))
+    return saved
 
 
 def _short(value: Any) -> str:
@@ -624,6 +737,50 @@ def _write_results(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(payload, indent=1, default=json_default) + "\n")
 
 
+def load_results(path: str | os.PathLike, *, primary: str | None = None) -> StudyResult:
+    """A study's result rebuilt from its ``results.json`` (or the folder holding it), with
+    this version's statistics: rewrite an old study's report without training again.
+
+    ``primary`` names the primary comparison when the file declares none (files written
+    before graftnet recorded it: the default rule of :func:`choose_primary` applies, and
+    the report says that the primary was named after the runs).
+
+        >>> result = load_results("runs/study-fashion-ab")          # doctest: +SKIP
+        >>> report.write_report(result, "runs/study-fashion-ab")     # doctest: +SKIP
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS
+    saved = read_results_file(path)
+    summary = saved.get("summary")
+    if not summary:
+        raise ConfigError(f"{path} has runs but no summary (the study was interrupted); run the study again "
+                          f"with the same settings to finish it, then its report is written")
+    runs = list(saved.get("runs", []))
+    specs = {r["variant"]: r.get("variant_spec") for r in runs}
+    variants = [Variant(**specs[v["name"]]) if specs.get(v["name"]) else parse_variant(v["name"])
+                for v in summary["variants"]]
+    declarations = list(saved.get("declarations", []))
+    if primary is None:
+        primary = declarations[-1]["primary"] if declarations else choose_primary(variants)
+    else:
+        primary = choose_primary(variants, primary)
+    if not declarations or declarations[-1]["primary"] != primary:
+        declarations.append({"primary": primary, "at": None, "runs_finished": len(runs)})
+    seeds, budget = [int(x) for x in summary["seeds"]], int(summary["budget"])
+    settings = {"budget": saved["key"].get("budget", "epochs"), **summary.get("settings", {})}
+    summaries = _summarize_variants(runs, variants, seeds, budget, primary)
+    old_curve = summary.get("budget_curve") or {}
+    sizes = sorted({int(p["budget"]) for points in old_curve.values() for p in points})
+    curve = _curve(runs, list(old_curve), sizes, seeds) if old_curve else {}
+    fields = {f.name for f in dataclasses.fields(StudyResult)}
+    kept = {k: v for k, v in summary.items() if k in fields and k not in (
+        "variants", "runs", "budget_curve", "best", "primary", "declared", "settings", "out", "seeds", "budget")}
+    return StudyResult(**kept, settings=settings, seeds=seeds, budget=budget, variants=summaries, runs=runs,
+                       budget_curve=curve, best=_best_transfer(summaries), primary=primary,
+                       declared={**declarations[-1], "history": declarations}, out=path.parent)
+
+
 def _run_key(variant: str, seed: int, budget: int) -> tuple[str, int, int]:
     return (variant, int(seed), int(budget))
 
@@ -631,7 +788,15 @@ def _run_key(variant: str, seed: int, budget: int) -> tuple[str, int, int]:
 # ======================================================================= the result
 @dataclass
 class VariantSummary:
-    """A variant's test accuracy over seeds (in percent) and its paired comparison to scratch."""
+    """A variant's test accuracy over seeds (in percent) and its paired comparison to scratch.
+
+    ``test``: mean, sd and percentile-bootstrap 95% interval (t bounds beside it);
+    ``difference``: the paired difference to scratch (points) with its t interval;
+    ``test_p``: the paired t-test's p-value and effect sizes (d_z, Hedges' g_z);
+    ``p_adjusted``: Holm-adjusted over every comparison with scratch in the study;
+    ``seeds_needed``: seeds to detect a 1-point difference with 80% power (sd of the
+    differences seen here), given when there is no evidence of a difference.
+    """
 
     name: str
     description: str
@@ -644,6 +809,12 @@ class VariantSummary:
     cache_hits: int
     cache_build_seconds: float
     seeds: list[int]
+    test_p: dict[str, Any] | None = None
+    p_adjusted: float | None = None
+    seeds_needed: int | None = None
+    primary: bool = False
+    flops_per_run: float | None = None  # mean training FLOPs per run (None: runs of an older graftnet)
+    epochs_uncapped: float | None = None  # compute budget: mean epochs the FLOPs would buy without the cap
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -651,7 +822,8 @@ class VariantSummary:
 
 @dataclass
 class StudyResult:
-    """Every run of a study and what they add up to. ``headline()`` is the one sentence to read."""
+    """Every run of a study and what they add up to. ``headline()`` is the one sentence to read:
+    the verdict of the primary comparison, declared before the run."""
 
     base: dict[str, Any]
     task: dict[str, Any]
@@ -671,6 +843,13 @@ class StudyResult:
     out: Path | None = None
     notes: list[str] = field(default_factory=list)
     title: str | None = None
+    primary: str | None = None
+    declared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def training_budget(self) -> str:
+        """How long each variant trained: "epochs", "compute" or "convergence"."""
+        return str(self.settings.get("budget", "epochs"))
 
     def summary(self, name: str) -> VariantSummary:
         for item in self.variants:
@@ -680,25 +859,33 @@ class StudyResult:
                           + did_you_mean(name, [v.name for v in self.variants]))
 
     def headline(self) -> str:
-        """The verdict of the best transfer variant (or a note when there is none)."""
-        if self.best is None:
+        """The verdict of the primary comparison (or a note when there is none)."""
+        if self.primary is None:
             return "no transfer variant was run, so there is nothing to compare with scratch"
-        return self.summary(self.best).verdict
+        return self.summary(self.primary).verdict
 
     def table(self) -> str:
         """A plain-text table of the variants (for terminals)."""
-        rows = [("variant", "test accuracy % (mean ± sd, 95% CI)", "vs scratch (points, 95% CI)", "s/run")]
+        rows = [("variant", "test accuracy % (mean ± sd, 95% bootstrap CI)", "vs scratch (points, 95% CI)",
+                 "Holm p", "g", "epochs", "s/run")]
         for v in self.variants:
             diff = "-" if v.difference is None else (
                 f"{v.difference.mean:+.2f}" + (f" [{v.difference.low:+.2f}, {v.difference.high:+.2f}]"
                                                if v.difference.low is not None else " (no CI)"))
             ci = f" [{v.test.low:.2f}, {v.test.high:.2f}]" if v.test.low is not None else ""
             sd = f" ± {v.test.std:.2f}" if v.test.std is not None else ""
-            rows.append((v.name, f"{v.test.mean:.2f}{sd}{ci}", diff, f"{v.seconds_per_run.mean:.2f}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            p = "-" if v.p_adjusted is None else _fmt_p(v.p_adjusted)
+            g = (v.test_p or {}).get("hedges_g")
+            name = v.name + (" (primary)" if v.primary else "")
+            rows.append((name, f"{v.test.mean:.2f}{sd}{ci}", diff, p, "-" if g is None else f"{g:+.2f}",
+                         f"{v.epochs.mean:.0f}", f"{v.seconds_per_run.mean:.2f}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "-" * len(lines[0]))
-        lines.append(f"({len(self.seeds)} seeds, {self.budget} training examples per run)")
+        lines.append(f"({len(self.seeds)} seeds, {self.budget} training examples per run, budget: "
+                     f"{self.training_budget}; Holm p: paired t-test p-value adjusted over "
+                     f"{sum(1 for v in self.variants if v.p_adjusted is not None)} comparisons with scratch; "
+                     f"g: Hedges' g_z of the per-seed differences)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -708,30 +895,71 @@ class StudyResult:
 
 
 def _summarize_variants(runs: list[dict[str, Any]], variants: list[Variant], seeds: list[int],
-                        budget: int) -> list[VariantSummary]:
+                        budget: int, primary: str | None = None) -> list[VariantSummary]:
+    from graftnet.stats import differences, holm, paired_test, seeds_needed
+
     by_variant = {v.name: {r["seed"]: r for r in runs if r["variant"] == v.name and r["budget"] == budget
                            and r["seed"] in seeds} for v in variants}
     scratch = {s: r["test"]["accuracy"] * 100 for s, r in by_variant.get("scratch", {}).items()}
+    compared = [v for v in variants if v.name != "scratch" and scratch]
+    points = {v.name: {s: r["test"]["accuracy"] * 100 for s, r in by_variant[v.name].items()} for v in variants}
+    tests = {v.name: paired_test(differences(points[v.name], scratch)) for v in compared}
+    adjusted = dict(zip(tests, holm([t.p for t in tests.values()])))
+    family = sum(1 for p in adjusted.values() if p is not None)
     out = []
     for v in variants:
         mine = by_variant[v.name]
-        points = {s: r["test"]["accuracy"] * 100 for s, r in mine.items()}
         description = next(iter(mine.values()))["description"] if mine else v.name
-        if v.name == "scratch" or not scratch:
-            difference, words = None, ("the reference every other variant is compared with" if v.name == "scratch"
-                                       else "no scratch runs to compare with")
+        difference, test, p_adj, needed = None, None, None, None
+        if v.name == "scratch":
+            words = "the reference every other variant is compared with"
+        elif not scratch:
+            words = "no scratch runs to compare with"
         else:
-            difference = paired_difference(points, scratch)
-            words = verdict(description, difference)
+            difference, test, p_adj = paired_difference(points[v.name], scratch), tests[v.name], adjusted[v.name]
+            if p_adj is not None and p_adj >= ALPHA and test.sd is not None:
+                needed = seeds_needed(test.sd, POWER_DELTA, alpha=ALPHA, power=POWER)
+            words = verdict(description, difference, p_adjusted=p_adj, comparisons=family, needed=needed)
+        flops = [r["flops"]["total"] for r in mine.values() if "flops" in r]
+        uncapped = [r["flops"]["epochs_uncapped"] + sum(st["epochs_run"] for st in r["flops"]["stages"][:-1])
+                    for r in mine.values() if r.get("flops", {}).get("epochs_uncapped") is not None]
         out.append(VariantSummary(
-            name=v.name, description=description, test=summarize(points.values()), difference=difference,
-            verdict=words, seconds_total=round(sum(r["seconds"] for r in mine.values()), 3),
+            name=v.name, description=description, test=bootstrap_interval(points[v.name].values()),
+            difference=difference, verdict=words, seconds_total=round(sum(r["seconds"] for r in mine.values()), 3),
             seconds_per_run=summarize(r["seconds"] for r in mine.values()),
             epochs=summarize(r["epochs"] for r in mine.values()),
             cache_hits=sum(r["cache"]["hits"] for r in mine.values()),
             cache_build_seconds=round(sum(r["cache"]["build_seconds"] for r in mine.values()), 4),
-            seeds=sorted(mine)))
+            seeds=sorted(mine), test_p=test.to_dict() if test is not None else None, p_adjusted=p_adj,
+            seeds_needed=needed, primary=v.name == primary,
+            flops_per_run=float(np.mean(flops)) if flops and len(flops) == len(mine) else None,
+            epochs_uncapped=float(np.mean(uncapped)) if uncapped else None))
     return out
+
+
+def choose_primary(variants: Sequence[Variant | str], primary: str | None = None) -> str | None:
+    """The primary comparison's variant: ``primary`` when given (it must be listed, and not be
+    scratch), else ``unfreeze-all`` when listed, else the first transfer variant listed.
+
+    It depends on the list only, never on results: that is what makes it a comparison
+    declared before the run.
+
+        >>> choose_primary(["scratch", "frozen", "unfreeze-all"])
+        'unfreeze-all'
+    """
+    names = [v.name if isinstance(v, Variant) else str(v) for v in variants]
+    transfer = [n for n in names if n != "scratch"]
+    if primary is not None:
+        if primary == "scratch":
+            raise ConfigError("primary = 'scratch': the primary comparison is a transfer variant against scratch; "
+                              f"pick one of {', '.join(transfer) or '(none listed)'}")
+        if primary not in names:
+            raise ConfigError(f"primary = {primary!r} is not among the variants ({', '.join(names)}); add it to "
+                              f"variants or pick one of them" + did_you_mean(primary, transfer))
+        return primary
+    if DEFAULT_PRIMARY in transfer:
+        return DEFAULT_PRIMARY
+    return transfer[0] if transfer else None
 
 
 def _best_transfer(summaries: list[VariantSummary]) -> str | None:
@@ -747,7 +975,7 @@ def _curve(runs: list[dict[str, Any]], names: Sequence[str], budgets: Sequence[i
         for budget in budgets:
             values = [r["test"]["accuracy"] * 100 for r in runs
                       if r["variant"] == name and r["budget"] == budget and r["seed"] in seeds]
-            points.append({"budget": int(budget), **summarize(values).to_dict()})
+            points.append({"budget": int(budget), **bootstrap_interval(values).to_dict()})
         curve[name] = points
     return curve
 
@@ -826,6 +1054,9 @@ def run(
     device: str | torch.device | None = None,
     notes: Sequence[str] = (),
     title: str | None = None,
+    primary: str | None = None,
+    budget: str = "epochs",
+    max_epochs: int | None = None,
 ) -> StudyResult:
     """Train every variant on ``task`` over ``seeds`` and compare each with scratch.
 
@@ -840,11 +1071,20 @@ def run(
         optimizer: a name, dict or spec (``graftnet.optim``); its lr is scratch's.
         head_lr: the lr at which a new head trains while the reused layers are frozen
             (default: the optimizer's).
-        early_stopping: a patience on ``val_loss`` (best weights restored), or None.
+        early_stopping: a patience on ``val_loss`` (best weights restored), or None
+            (the convergence budget's default is 10).
+        primary: the variant whose comparison with scratch is the study's verdict, declared
+            before the run (default ``unfreeze-all`` when listed, else the first transfer
+            variant listed; see :func:`choose_primary`). Every comparison is also tested,
+            Holm-adjusted over all of them.
+        budget: ``"epochs"`` (every variant ``epochs`` epochs), ``"compute"`` (every variant
+            scratch's training FLOPs for ``epochs`` epochs) or ``"convergence"`` (early
+            stopping on val_loss); the last two at most ``max_epochs`` (default 10 x epochs).
+            See :class:`Settings`.
         train_size: training examples drawn per seed (``sampling``: stratified or balanced);
             None uses the whole training split. ``valid_size`` likewise for validation.
-        budgets: training-set sizes for the label-budget curve (scratch and the best
-            transfer variant); each must not exceed the task's training split.
+        budgets: training-set sizes for the label-budget curve (scratch and the primary
+            variant); each must not exceed the task's training split.
         reference: published figures to print beside ours: ``{"source": ..., "values":
             {variant: percent}, "labels": {variant: text}}``.
         out: folder for results.json (written after every run) and, with ``report``,
@@ -863,10 +1103,12 @@ def run(
     base, task = _resolve(base, task)
     settings = Settings(epochs=epochs, head_epochs=head_epochs, batch_size=batch_size, optimizer=optimizer,
                         head_lr=head_lr, finetune_lr_mult=finetune_lr_mult, early_stopping=early_stopping,
-                        train_size=train_size, sampling=sampling, valid_size=valid_size)
+                        train_size=train_size, sampling=sampling, valid_size=valid_size, budget=budget,
+                        max_epochs=max_epochs)
     settings.check()
     seed_list = _seed_list(seeds)
     variant_list = _variant_list(variants, variant_tables)
+    primary = choose_primary(variant_list, primary)
     budget_list = sorted({int(b) for b in budgets}) if budgets else []
     _check_inputs(base, task, settings, budget_list)
     for v in variant_list:
@@ -879,34 +1121,37 @@ def run(
     if resume:
         ledger.load(variant_list, say)
     resumed = len(ledger.runs)
+    ledger.declare(primary)
     cache_before = _cache_stats(cache)
+    reference_flops = scratch_flops(base, task)
 
-    def ensure(variant: Variant, seed: int, budget: int, data: Dataset) -> None:
-        if ledger.has(variant.name, seed, budget):
+    def ensure(variant: Variant, seed: int, size: int, data: Dataset) -> None:
+        if ledger.has(variant.name, seed, size):
             return
-        record = _one_run(base, variant, data, seed, settings, cache, device)
+        record = _one_run(base, variant, data, seed, settings, cache, device, reference_flops)
         ledger.add(record)
-        say(f"{variant.name:<24} seed {seed:<3} n={budget:<6} test accuracy {record['test']['accuracy']:.4f}  "
+        say(f"{variant.name:<24} seed {seed:<3} n={size:<6} test accuracy {record['test']['accuracy']:.4f}  "
             f"epochs {record['epochs']}  {record['seconds']:.1f}s  cache hits {record['cache']['hits']}")
 
     say(f"study: {len(variant_list)} variants x {len(seed_list)} seeds = {len(seed_list) * len(variant_list)} runs "
-        f"on {task.name!r} ({main_budget} training examples per run)"
-        f"{f', then the budget curve {budget_list}' if budget_list else ''}")
+        f"on {task.name!r} ({main_budget} training examples per run, budget: {settings.budget}; primary "
+        f"comparison: {primary} vs scratch)"
+        f"{f', then the label-budget curve {budget_list}' if budget_list else ''}")
     for seed in seed_list:  # seeds outside: the variants of one seed share drawn data, so the cache hits
         data = _data_for(task, settings, settings.train_size, seed)
         for variant in variant_list:
             ensure(variant, seed, main_budget, data)
-    summaries = _summarize_variants(ledger.records(), variant_list, seed_list, main_budget)
+    summaries = _summarize_variants(ledger.records(), variant_list, seed_list, main_budget, primary)
     best = _best_transfer(summaries)
     curve: dict[str, list[dict[str, Any]]] = {}
     if budget_list:
-        curve_variants = [v for v in variant_list if v.name in ("scratch", best)]
+        curve_variants = [v for v in variant_list if v.name in ("scratch", primary)]
         budget_list = sorted(set(budget_list) | {main_budget})  # the main runs are a point of the curve
-        for budget in budget_list:
+        for size in budget_list:
             for seed in seed_list:
-                data = _data_for(task, settings, budget, seed)
+                data = _data_for(task, settings, size, seed)
                 for variant in curve_variants:
-                    ensure(variant, seed, budget, data)
+                    ensure(variant, seed, size, data)
         curve = _curve(ledger.records(), [v.name for v in curve_variants], budget_list, seed_list)
 
     result = StudyResult(
@@ -915,7 +1160,8 @@ def run(
         reference=dict(reference) if reference else None, warnings=warned,
         wall_seconds=round(time.perf_counter() - t_start, 3), resumed_runs=resumed,
         cache=_cache_delta(cache_before, _cache_stats(cache)), environment=_environment(device),
-        out=Path(out) if out is not None else None, notes=list(notes), title=title)
+        out=Path(out) if out is not None else None, notes=list(notes), title=title, primary=primary,
+        declared=dict(ledger.declared))
     ledger.save(summary=result.to_dict() | {"runs": None})
     if report and result.out is not None:
         from graftnet.report import write_report
@@ -944,15 +1190,29 @@ class _Ledger:
     path: Path | None
     key: dict[str, Any]
     runs: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
+    declarations: list[dict[str, Any]] = field(default_factory=list)
 
     def load(self, variants: Sequence[Variant], say: Progress) -> None:
         if self.path is None or not self.path.exists():
             return
         specs = {v.name: v.to_dict() for v in variants}
-        for record in _load_results(self.path, self.key):
+        saved = _load_results(self.path, self.key)
+        for record in saved.get("runs", []):
             if specs.get(record["variant"], record.get("variant_spec")) == record.get("variant_spec"):
                 self.runs[_run_key(record["variant"], record["seed"], record["budget"])] = record
+        self.declarations = list(saved.get("declarations", []))
         say(f"resuming: {len(self.runs)} finished run(s) found in {self.path}")
+
+    def declare(self, primary: str | None) -> None:
+        """Record the primary comparison, and when: before any run, or after how many."""
+        if self.declarations and self.declarations[-1]["primary"] == primary:
+            return
+        self.declarations.append({"primary": primary, "at": _utc_now(), "runs_finished": len(self.runs)})
+
+    @property
+    def declared(self) -> dict[str, Any]:
+        last = self.declarations[-1] if self.declarations else {"primary": None, "at": None, "runs_finished": 0}
+        return {**last, "history": list(self.declarations)}
 
     def has(self, variant: str, seed: int, budget: int) -> bool:
         return _run_key(variant, seed, budget) in self.runs
@@ -967,10 +1227,17 @@ class _Ledger:
     def save(self, summary: dict[str, Any] | None = None) -> None:
         if self.path is None:
             return
-        payload = {"format": RESULTS_FORMAT, "key": self.key, "runs": self.records()}
+        payload = {"format": RESULTS_FORMAT, "key": self.key, "declarations": self.declarations,
+                   "runs": self.records()}
         if summary is not None:
             payload["summary"] = summary
         _write_results(self.path, payload)
+
+
+def _utc_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _data_for(task: Dataset, settings: Settings, train_size: int | None, seed: int) -> Dataset:
@@ -1009,7 +1276,7 @@ def _describe_task(task: Dataset) -> dict[str, Any]:
 
 # ======================================================================= recipes
 _STUDY_KEYS = {"seeds", "variants", "epochs", "head_epochs", "batch_size", "optimizer", "head_lr", "finetune_lr_mult",
-               "early_stopping", "budgets", "cache", "title"}
+               "early_stopping", "budgets", "cache", "title", "primary", "budget", "max_epochs"}
 _TASK_KEYS = {"data", "only", "without", "positive", "train_size", "sampling", "valid_size"}
 _BASE_KEYS = {"data", "hidden", "activation", "init", "output_activation", "epochs", "batch_size", "optimizer",
               "early_stopping", "seed", "name", "path"}
@@ -1029,8 +1296,8 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
 def load_recipe(recipe: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]:
     """A study recipe (TOML file or dict) checked for unknown keys; returns the dict.
 
-    Tables: ``[study]`` (seeds, variants, epochs, head_epochs, batch_size, optimizer,
-    head_lr, finetune_lr_mult, early_stopping, budgets, cache, title), ``[task]`` (data, only,
+    Tables: ``[study]`` (seeds, variants, primary, budget, epochs, max_epochs, head_epochs,
+    batch_size, optimizer, head_lr, finetune_lr_mult, early_stopping, budgets, cache, title), ``[task]`` (data, only,
     without, positive, train_size, sampling, valid_size), ``[base]`` (how to train the
     base when none is given), ``[variants.NAME]`` and ``[reference]``.
 
@@ -1193,7 +1460,8 @@ DEMO_RECIPE: dict[str, Any] = {
     "study": {
         "title": "Fashion-MNIST A → B (Hands-On ML 2e, ch. 11): does reusing model A's layers help "
                  "on sandal vs shirt?",
-        "seeds": 5, "variants": list(DEFAULT_VARIANTS), "epochs": 20, "head_epochs": 4, "batch_size": 32,
+        "seeds": 5, "variants": list(DEFAULT_VARIANTS), "primary": "unfreeze-all", "budget": "epochs",
+        "epochs": 20, "head_epochs": 4, "batch_size": 32,
         "optimizer": {"type": "sgd", "lr": 1e-3}, "finetune_lr_mult": 1.0,
         "budgets": [50, 200, 1000],  # the published recipe adds 5000; the demo stays within minutes
     },
@@ -1231,13 +1499,16 @@ def default_demo_dir() -> Path:
 
 def demo(*, out: str | os.PathLike = "runs/demo", seeds: int | None = None, epochs: int | None = None,
          budgets: Sequence[int] | None = None, base_cache: str | os.PathLike | None = None,
-         resume: bool = True, progress: Progress | None = None, device: Any = None) -> StudyResult:
+         resume: bool = True, progress: Progress | None = None, device: Any = None,
+         budget: str = "epochs") -> StudyResult:
     """The Fashion-MNIST A -> B study of Hands-On ML (2nd ed.), over seeds, with a report.
 
     Model A (8 classes; Dense 300-100-50-50-50 SELU, as in the book's notebook) is trained
     once and kept in ``base_cache`` (default :func:`default_demo_dir`), keyed by its recipe;
     the study runs the default variants on sandal vs shirt with 200 training images drawn
-    per seed, with the notebook's SGD at lr 1e-3 throughout (``DEMO_RECIPE``).
+    per seed, with the notebook's SGD at lr 1e-3 throughout (``DEMO_RECIPE``). ``budget``
+    is the training budget (``"epochs"``, the book's; ``"compute"``; ``"convergence"``);
+    :func:`demo_budgets` runs all three.
 
         >>> result = demo(out="runs/demo")              # doctest: +SKIP
         >>> print(result.headline())                    # doctest: +SKIP
@@ -1253,14 +1524,41 @@ def demo(*, out: str | os.PathLike = "runs/demo", seeds: int | None = None, epoc
     table = recipe["study"]
     lr = optimizer_lr(table.get("optimizer", "adam"))
     hidden = "-".join(str(h) for h in recipe["base"]["hidden"])
+    n_epochs = epochs or table["epochs"]
     notes = [f"Model A: Dense {hidden} ({recipe['base'].get('activation', 'relu')}) on its 8 classes, {how}; "
              f"{base.info.get('epochs_trained')} epochs, test accuracy "
-             f"{float(base.info.get('test_accuracy', float('nan'))) * 100:.2f}% (one run).",
-             f"Epochs: every run trains {epochs or table['epochs']} epochs in all (unfreezing variants: "
-             f"{table['head_epochs']} with the reused layers frozen, then the rest at lr "
-             f"{lr * table.get('finetune_lr_mult', 0.1):g}); "
-             + ("the book's setting, kept because the whole demo fits in a few minutes on 2 CPU cores (see the "
-                "wall time below)." if not epochs else "changed from the book's 20 on the command line.")]
+             f"{float(base.info.get('test_accuracy', float('nan'))) * 100:.2f}% (one run)."]
+    if budget == "epochs":
+        notes.append(f"Epochs: every run trains {n_epochs} epochs in all (unfreezing variants: "
+                     f"{table['head_epochs']} with the reused layers frozen, then the rest at lr "
+                     f"{lr * table.get('finetune_lr_mult', 0.1):g}); "
+                     + ("the book's setting, kept because the whole demo fits in a few minutes on 2 CPU cores (see "
+                        "the wall time below)." if not epochs else "changed from the book's 20 on the command line."))
+    elif budget == "compute":
+        notes.append(f"Compute: every variant may spend the training FLOPs of scratch's {n_epochs} epochs (the "
+                     f"book's), at most {MAX_EPOCHS_FACTOR * n_epochs} epochs: the frozen and dropped variants, "
+                     f"whose epochs train a cached head only, reach that cap long before their FLOPs run out.")
+    else:
+        notes.append(f"Convergence: every variant trains until val_loss has not improved for "
+                     f"{CONVERGENCE_PATIENCE} epochs (best weights kept), at most {MAX_EPOCHS_FACTOR * n_epochs} "
+                     f"epochs; unfreezing variants train the head alone for {table['head_epochs']} epochs first.")
     say(f"model A ready in {base_seconds:.1f}s")
-    return run_recipe(recipe, base=base, overrides={"seeds": seeds, "epochs": epochs, "budgets": budgets},
+    return run_recipe(recipe, base=base, overrides={"seeds": seeds, "epochs": epochs, "budgets": budgets,
+                                                    "budget": budget},
                       out=out, resume=resume, progress=progress, device=device, notes=notes)
+
+
+def demo_budgets(*, out: str | os.PathLike = "runs/demo", budgets: Sequence[int] | None = (),
+                 **kwargs: Any) -> dict[str, StudyResult]:
+    """:func:`demo` under each training budget, in ``out/epochs``, ``out/compute`` and
+    ``out/convergence``, and ``out/budgets.md`` comparing them: does the ranking of the
+    variants survive equal compute and training to convergence?
+
+    ``budgets`` (the label-budget curve) is off by default here: three curves would triple
+    the time for little.
+    """
+    from graftnet.report import write_budget_comparison
+
+    results = {b: demo(out=Path(out) / b, budget=b, budgets=budgets if budgets else [], **kwargs) for b in BUDGETS}
+    write_budget_comparison(results, out)
+    return results

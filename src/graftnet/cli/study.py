@@ -34,6 +34,15 @@ examples:
   graftnet study models/mnist-0-4 --data mnist:5-9 --sample 500 --sampling balanced --budgets 100,500,2000
   graftnet study --recipe examples/recipes/study_fashion_ab.toml            # trains the base it describes
   graftnet study --recipe examples/recipes/study_fashion_ab.toml --seeds 3 --out runs/quick
+  graftnet study --recipe examples/recipes/study_fashion_ab.toml --budget compute --out runs/ab-compute
+  graftnet study --report-only runs/quick                                   # rewrite a report, train nothing
+
+statistics: accuracies get a percentile-bootstrap 95% interval (inside [0, 100]); each variant's
+paired difference to scratch a t interval, a paired t-test p-value Holm-adjusted over all the
+comparisons, and Hedges' g_z; the verdict is the primary comparison's (--primary, declared before
+the run). Budgets: --budget epochs (equal epochs), compute (equal training FLOPs: cached and
+frozen layers cost less, so those variants get more epochs, up to --max-epochs), convergence
+(early stopping on val_loss, --early-stopping patience, default 10, up to --max-epochs).
 
 An interrupted study resumes from OUT/results.json (finished runs are not redone);
 --no-resume starts over. The report is OUT/report.html (self-contained) and OUT/report.md."""
@@ -44,6 +53,7 @@ examples:
   graftnet demo --seeds 2 --epochs 5 --out runs/quick  a quick look (wider intervals)
   graftnet demo --base-cache models/demo-a             keep model A there, not in ~/.cache/graftnet/demo
   graftnet demo --no-resume                            redo every run instead of resuming from results.json
+  graftnet demo --budget all                           equal epochs, equal FLOPs and to convergence, compared
 
 The book (Hands-On ML, 2nd ed., ch. 11) reports 97.05% for model B trained alone and
 99.25% (later 99.40%) for model B reusing model A, from single runs. The demo runs that
@@ -88,6 +98,14 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--finetune-lr-mult", type=float, metavar="X",
                         help="unfrozen layers train at lr x X (default 0.1)")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="patience on val_loss")
+    parser.add_argument("--budget", choices=("epochs", "compute", "convergence"),
+                        help="how long each variant trains: equal epochs (default), equal training FLOPs (compute), "
+                             "or early stopping on val_loss (convergence); the last two at most --max-epochs")
+    parser.add_argument("--max-epochs", type=int, metavar="N",
+                        help="cap of compute and convergence runs (default 10 x --epochs)")
+    parser.add_argument("--primary", metavar="VARIANT",
+                        help="the comparison with scratch the verdict is about, declared before the run "
+                             "(default unfreeze-all when run, else the first transfer variant listed)")
     parser.add_argument("--sample", type=int, metavar="N", help="training examples drawn per seed")
     parser.add_argument("--sampling", choices=("stratified", "balanced"),
                         help="how --sample draws (default stratified)")
@@ -97,6 +115,9 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="do not cache frozen-layer outputs")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="redo every run even if OUT/results.json holds some")
+    parser.add_argument("--report-only", metavar="DIR",
+                        help="train nothing: rewrite DIR's report from DIR/results.json with this version's "
+                             "statistics (also for results of an older graftnet)")
     parser.add_argument("--device", metavar="DEV", help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
@@ -117,6 +138,7 @@ def _overrides(args: argparse.Namespace, recipe: dict[str, Any]) -> dict[str, An
         "seeds": args.seeds, "epochs": args.epochs, "head_epochs": args.head_epochs, "batch_size": args.batch_size,
         "head_lr": args.head_lr, "finetune_lr_mult": args.finetune_lr_mult, "early_stopping": args.early_stopping,
         "train_size": args.sample, "sampling": args.sampling, "budgets": _int_list(args.budgets, "--budgets"),
+        "budget": args.budget, "max_epochs": args.max_epochs, "primary": args.primary,
         "variants": [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None,
     }
     if args.optimizer or args.lr is not None:
@@ -145,6 +167,13 @@ def run_study(args: argparse.Namespace) -> int:
     from graftnet import study
 
     _set_threads(args.threads)
+    if args.report_only:
+        from graftnet.report import write_report
+
+        result = study.load_results(args.report_only, primary=args.primary)
+        write_report(result, result.out)
+        _print_result(result)
+        return 0
     recipe = study.load_recipe(args.recipe) if args.recipe else {}
     if args.base is None and "base" not in recipe:
         raise ConfigError("no BASE given: pass a saved model folder, or a --recipe with a [base] table")
@@ -180,7 +209,8 @@ def _print_result(result: Any) -> None:
     for message in result.warnings:
         print(f"warning: {message}")
     print()
-    print(f"verdict: {result.headline()}")
+    print(f"verdict: primary comparison {result.primary} vs scratch ({result.training_budget} budget): "
+          f"{result.headline()}")
     if result.out is not None:
         print(f"report: {result.out / 'report.html'} (also report.md, results.json and PNG plots there)")
 
@@ -196,7 +226,12 @@ def _register_demo(subparsers: Any) -> None:
     parser.add_argument("--out", default="runs/demo", metavar="DIR", help="report folder (default runs/demo)")
     parser.add_argument("--seeds", type=int, metavar="N", help="seeds per variant (default 5)")
     parser.add_argument("--epochs", type=int, metavar="N", help="epochs per run (default 20, the book's)")
-    parser.add_argument("--budgets", metavar="N,N,...", help="label-budget curve sizes (default 50,200,1000)")
+    parser.add_argument("--budgets", metavar="N,N,...", help="label-budget curve sizes (default 50,200,1000; "
+                                                             "none with --budget all)")
+    parser.add_argument("--budget", choices=("epochs", "compute", "convergence", "all"), default="epochs",
+                        help="training budget: equal epochs (default, the book's), equal training FLOPs, to "
+                             "convergence, or all three (OUT/epochs, OUT/compute, OUT/convergence and "
+                             "OUT/budgets.md: does the ranking survive?)")
     parser.add_argument("--base-cache", metavar="DIR", help="where model A is kept (default ~/.cache/graftnet/demo)")
     parser.add_argument("--no-resume", dest="resume", action="store_false",
                         help="redo every run even if OUT/results.json holds some")
@@ -214,12 +249,23 @@ def run_demo(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     _set_threads(args.threads)
-    result = study.demo(out=args.out, seeds=args.seeds, epochs=args.epochs,
-                        budgets=_int_list(args.budgets, "--budgets"), base_cache=args.base_cache,
-                        resume=args.resume, progress=_progress(args.quiet), device=args.device)
-    _print_result(result)
-    print()
-    print(_book_beside_ours(result))
+    common = dict(seeds=args.seeds, epochs=args.epochs, base_cache=args.base_cache, resume=args.resume,
+                  progress=_progress(args.quiet), device=args.device)
+    if args.budget == "all":
+        from graftnet.report import budget_comparison_blocks, render_markdown
+
+        results = study.demo_budgets(out=args.out, budgets=_int_list(args.budgets, "--budgets"), **common)
+        for name, result in results.items():
+            print(f"== {name} budget ==")
+            _print_result(result)
+            print()
+        print(render_markdown(budget_comparison_blocks(results)[1:]))
+        print(f"comparison: {Path(args.out) / 'budgets.md'}")
+    else:
+        result = study.demo(out=args.out, budgets=_int_list(args.budgets, "--budgets"), budget=args.budget, **common)
+        _print_result(result)
+        print()
+        print(_book_beside_ours(result))
     print(f"\ndemo wall time: {time.perf_counter() - t0:.0f} s")
     return 0
 
