@@ -350,3 +350,16 @@ def test_the_graft_command_attaches_a_head_at_any_layer_of_a_saved_graph(tmp_pat
     net = load_model(tmp_path / "cut")
     assert net.layer_names == residual().layer_names[:7] + ["gap1", "outputs"]
     assert net.frozen == net.layer_names[:7] and "b1_add" in capsys.readouterr().out
+
+
+def test_a_study_runs_on_a_graph_base_including_dropped_blocks(data, tmp_path):
+    from graftnet import study
+
+    base = residual("resbase")
+    fit(base, data, epochs=1, batch_size=128, verbose=False, seed=0)
+    result = study.run(base, data, seeds=[0, 1], epochs=1, head_epochs=0, batch_size=128, report=False,
+                       variants=["scratch", "frozen", "drop-top1"], out=tmp_path, progress=lambda s: None)
+    runs = {r["variant"]: r for r in result.runs if r["seed"] == 0}
+    assert runs["frozen"]["cache"]["cut"] == "gap"  # the whole frozen base computed once
+    assert runs["drop-top1"]["cache"]["cut"] == "head_flatten"  # b2 dropped, b1's output flattened for the head
+    assert all(0.0 <= r["test"]["accuracy"] <= 1.0 for r in result.runs)

@@ -66,7 +66,7 @@ import torch
 
 from graftnet.data import Dataset, Split
 from graftnet.errors import ConfigError, DataError, ShapeError, did_you_mean, format_names
-from graftnet.layers import Dense
+from graftnet.layers import Dense, Flatten
 from graftnet.network import Network
 from graftnet.stats import CONFIDENCE, Interval, bootstrap_interval, paired_difference, summarize  # noqa: F401
 
@@ -510,9 +510,12 @@ def _build(base: Network, variant: Variant, task: Dataset, seed: int) -> tuple[N
     from graftnet.transfer import graft
 
     reused, unfrozen, words = _plan(base, variant)
-    head = Dense(task.n_outputs, name="outputs")
+    head: tuple[Any, ...] = (Dense(task.n_outputs, name="outputs"),)
+    top = [n for n in base.layer_names if n in set(reused)][-1]
+    if len(base.shape_of(top)) > 1:  # a convolutional layer on top (a dropped block): flatten it first
+        head = (Flatten(name="head_flatten"), *head)
     torch.manual_seed(seed)
-    model = graft(base, reuse=list(reused), head=(head,), freeze=True, name=f"{base.name}-{variant.name}")
+    model = graft(base, reuse=list(reused), head=head, freeze=True, name=f"{base.name}-{variant.name}")
     if variant.scratch:
         spec = model.to_spec()
         spec.update(frozen=[], bn_affine=[], lineage=None, name=f"{base.name}-scratch")
