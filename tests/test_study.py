@@ -434,3 +434,34 @@ def test_a_primary_changed_after_runs_is_reported_as_such(tmp_path):
     assert [(d["primary"], d["runs_finished"]) for d in saved] == [("unfreeze-all", 0), ("frozen", 6)]
     text = (tmp_path / "report.md").read_text()
     assert "named after 6 runs had finished (it replaced 'unfreeze-all')" in text
+
+
+def test_worker_processes_give_the_results_of_a_serial_study(tmp_path):
+    """--jobs 2: every run recorded, each equal to the serial run of the same variant and seed."""
+    import torch
+
+    from graftnet import study
+    from graftnet.data import digits
+    from graftnet.network import Network
+    from graftnet.train import fit
+
+    task = digits()
+    base = Network.mlp(task.input_shape, [32, 16], task.n_outputs, name="digits-base")
+    fit(base, task, epochs=1, batch_size=128, verbose=False, seed=0)
+    kwargs = dict(seeds=[0, 1], epochs=2, head_epochs=1, batch_size=128, report=False, train_size=300,
+                  variants=["scratch", "frozen", "unfreeze-all"], progress=lambda s: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the two workers gets on 2 cores
+    try:
+        serial = study.run(base, task, out=tmp_path / "serial", **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = study.run(base, task, out=tmp_path / "jobs", jobs=2, **kwargs)
+    one = {(r["variant"], r["seed"]): r for r in serial.runs}
+    two = {(r["variant"], r["seed"]): r for r in parallel.runs}
+    assert one.keys() == two.keys() and len(two) == 6
+    for key, record in one.items():
+        assert two[key]["test"]["accuracy"] == record["test"]["accuracy"], key
+        assert abs(two[key]["test"]["loss"] - record["test"]["loss"]) < 1e-5, key
+    saved = json.loads((tmp_path / "jobs" / "results.json").read_text())
+    assert len(saved["runs"]) == 6

@@ -1060,6 +1060,9 @@ def run(
     primary: str | None = None,
     budget: str = "epochs",
     max_epochs: int | None = None,
+    jobs: int = 1,
+    backend: str = "local",
+    address: str | None = None,
 ) -> StudyResult:
     """Train every variant on ``task`` over ``seeds`` and compare each with scratch.
 
@@ -1097,6 +1100,13 @@ def run(
         progress: called with one line per run (default: the ``graftnet`` logger).
         notes / title: free text for the report (e.g. why these epochs were chosen).
 
+        jobs / backend / address: run the runs in ``jobs`` worker processes (``backend="local"``,
+            each with its share of the cores) or Ray actors (``backend="ray"``; ``address`` of a
+            cluster, else a local Ray instance). Each worker keeps the seeds it is given, so the
+            variants of one seed still share drawn data and cached features; every run is
+            recorded in results.json as it finishes, whichever worker ran it. A run's result
+            does not depend on which worker ran it (tested equal to a serial study).
+
     Returns a :class:`StudyResult`. Raises ShapeError/DataError/ConfigError on input that
     cannot work (shape mismatch, a single class, a budget larger than the data) before
     any training; warns (:class:`StudyWarning`) with fewer than 2 seeds.
@@ -1128,34 +1138,57 @@ def run(
     cache_before = _cache_stats(cache)
     reference_flops = scratch_flops(base, task)
 
-    def ensure(variant: Variant, seed: int, size: int, data: Dataset) -> None:
+    workers = _Workers.start(jobs, backend, address, base, task, settings, cache, device, reference_flops)
+
+    def done(record: dict[str, Any]) -> None:
+        ledger.add(record)
+        say(f"{record['variant']:<24} seed {record['seed']:<3} n={record['budget']:<6} test accuracy "
+            f"{record['test']['accuracy']:.4f}  epochs {record['epochs']}  {record['seconds']:.1f}s  "
+            f"cache hits {record['cache']['hits']}")
+
+    def ensure(variant: Variant, seed: int, size: int, data: Dataset | None) -> None:
         if ledger.has(variant.name, seed, size):
             return
-        record = _one_run(base, variant, data, seed, settings, cache, device, reference_flops)
-        ledger.add(record)
-        say(f"{variant.name:<24} seed {seed:<3} n={size:<6} test accuracy {record['test']['accuracy']:.4f}  "
-            f"epochs {record['epochs']}  {record['seconds']:.1f}s  cache hits {record['cache']['hits']}")
+        if workers is not None:
+            workers.submit(seed, variant, settings.train_size if size == main_budget else size)
+            return
+        done(_one_run(base, variant, data, seed, settings, cache, device, reference_flops))  # type: ignore[arg-type]
 
     say(f"study: {len(variant_list)} variants x {len(seed_list)} seeds = {len(seed_list) * len(variant_list)} runs "
         f"on {task.name!r} ({main_budget} training examples per run, budget: {settings.budget}; primary "
         f"comparison: {primary} vs scratch)"
         f"{f', then the label-budget curve {budget_list}' if budget_list else ''}")
-    for seed in seed_list:  # seeds outside: the variants of one seed share drawn data, so the cache hits
-        data = _data_for(task, settings, settings.train_size, seed)
-        for variant in variant_list:
-            ensure(variant, seed, main_budget, data)
+    try:
+        for seed in seed_list:  # seeds outside: the variants of one seed share drawn data, so the cache hits
+            data = _data_for(task, settings, settings.train_size, seed) if workers is None else None
+            for variant in variant_list:
+                ensure(variant, seed, main_budget, data)
+        if workers is not None:
+            workers.collect(done)
+    except BaseException:
+        if workers is not None:
+            workers.stop()  # finished runs are in results.json already
+        raise
     summaries = _summarize_variants(ledger.records(), variant_list, seed_list, main_budget, primary)
     best = _best_transfer(summaries)
     curve: dict[str, list[dict[str, Any]]] = {}
     if budget_list:
         curve_variants = [v for v in variant_list if v.name in ("scratch", primary)]
         budget_list = sorted(set(budget_list) | {main_budget})  # the main runs are a point of the curve
-        for size in budget_list:
-            for seed in seed_list:
-                data = _data_for(task, settings, size, seed)
-                for variant in curve_variants:
-                    ensure(variant, seed, size, data)
+        try:
+            for size in budget_list:
+                for seed in seed_list:
+                    data = _data_for(task, settings, size, seed) if workers is None else None
+                    for variant in curve_variants:
+                        ensure(variant, seed, size, data)
+            if workers is not None:
+                workers.collect(done)
+        finally:
+            if workers is not None:
+                workers.stop()
         curve = _curve(ledger.records(), [v.name for v in curve_variants], budget_list, seed_list)
+    elif workers is not None:
+        workers.stop()
 
     result = StudyResult(
         base=_describe_base(base), task=_describe_task(task), settings=settings.to_dict(), seeds=seed_list,
@@ -1171,6 +1204,133 @@ def run(
 
         write_report(result, result.out)
     return result
+
+
+# ---------------------------------------------------------------- workers
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(base_dir: str, task: Dataset, settings: Settings, cache: bool, device: Any,
+                 reference_flops: int | None, threads: int) -> None:
+    """Set up one worker process: its share of the cores, the base (from its saved folder), the task."""
+    from graftnet.io.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    _WORKER.update(base=load_model(base_dir), task=task, settings=settings, cache=cache, device=device,
+                   reference_flops=reference_flops)
+
+
+def _worker_run(variant: Variant, seed: int, train_size: int | None) -> dict[str, Any]:
+    w = _WORKER
+    data = _data_for(w["task"], w["settings"], train_size, seed)
+    return _one_run(w["base"], variant, data, seed, w["settings"], w["cache"], w["device"], w["reference_flops"])
+
+
+class _StudyActor:
+    """A Ray actor that runs study runs (the same set-up as a worker process)."""
+
+    def __init__(self, *args: Any) -> None:
+        _init_worker(*args)
+
+    def run(self, *args: Any) -> dict[str, Any]:
+        return _worker_run(*args)
+
+
+@dataclass
+class _Workers:
+    """Worker processes (or Ray actors), one queue each: seed ``s`` always goes to worker
+    ``s mod n``, so the variants of a seed share its drawn data and its cached features."""
+
+    backend: str
+    pools: list[Any]
+    pending: list[Any] = field(default_factory=list)
+    assigned: dict[int, int] = field(default_factory=dict)  # seed -> worker, round robin in order of first use
+    ray_started: bool = False
+    folder: Any = None
+
+    @classmethod
+    def start(cls, jobs: int, backend: str, address: str | None, base: Network, task: Dataset, settings: Settings,
+              cache: bool, device: Any, reference_flops: int | None) -> _Workers | None:
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
+        if jobs == 1 and backend == "local":
+            return None
+        import tempfile
+
+        from graftnet.io.checkpoint import save_model
+
+        folder = tempfile.TemporaryDirectory(prefix="graftnet-study-base-")
+        save_model(base, Path(folder.name) / "base")
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        args = (str(Path(folder.name) / "base"), task, settings, cache, device, reference_flops, threads)
+        if backend == "ray":
+            pools, started = cls._ray_actors(jobs, address, threads, args)
+            return cls("ray", pools, ray_started=started, folder=folder)
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = mp.get_context("spawn")
+        pools = [ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker, initargs=args)
+                 for _ in range(jobs)]
+        return cls("local", pools, folder=folder)
+
+    @staticmethod
+    def _ray_actors(jobs: int, address: str | None, threads: int, args: tuple[Any, ...]) -> tuple[list[Any], bool]:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("backend='ray' needs Ray: pip install 'graftnet[ray]'") from None
+        started = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                raise ConfigError(f"cannot reach the Ray cluster at {address!r}: {err}") from None
+            started = True
+        actor = ray.remote(num_cpus=threads)(_StudyActor)
+        return [actor.remote(*args) for _ in range(jobs)], started
+
+    def submit(self, seed: int, variant: Variant, train_size: int | None) -> None:
+        worker = self.pools[self.assigned.setdefault(seed, len(self.assigned) % len(self.pools))]
+        if self.backend == "ray":
+            self.pending.append(worker.run.remote(variant, seed, train_size))
+        else:
+            self.pending.append(worker.submit(_worker_run, variant, seed, train_size))
+
+    def collect(self, done: Callable[[dict[str, Any]], None]) -> None:
+        """Hand each finished run to ``done`` as soon as it finishes, in whatever order."""
+        if self.backend == "ray":
+            import ray
+
+            while self.pending:
+                ready, self.pending = ray.wait(self.pending, num_returns=1)
+                done(ray.get(ready[0]))
+            return
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        while self.pending:
+            finished, rest = wait(self.pending, return_when=FIRST_COMPLETED)
+            self.pending = list(rest)
+            for future in finished:
+                done(future.result())
+
+    def stop(self) -> None:
+        if self.backend == "ray":
+            import ray
+
+            for ref in self.pending:
+                ray.cancel(ref, force=True)
+            if self.ray_started:
+                ray.shutdown()
+        else:
+            for pool in self.pools:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self.pending = []
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
 
 
 def _warn_seeds(seeds: list[int]) -> list[str]:

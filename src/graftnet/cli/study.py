@@ -119,6 +119,11 @@ def _register_study(subparsers: Any) -> None:
                         help="train nothing: rewrite DIR's report from DIR/results.json with this version's "
                              "statistics (also for results of an older graftnet)")
     parser.add_argument("--device", metavar="DEV", help="cpu, cuda (default: cuda if available)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="worker processes (each gets its share of the cores; results as with one)")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="where the workers run: local processes or Ray actors")
+    parser.add_argument("--address", metavar="ADDR", help="a Ray cluster's address (--backend ray)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
     parser.set_defaults(func=run_study)
@@ -185,7 +190,8 @@ def run_study(args: argparse.Namespace) -> int:
         f"{args.data or recipe['task']['data']}")
     result = study.run_recipe(recipe, base=base, task=args.data, overrides=_overrides(args, recipe),
                               base_cache=args.base_cache, out=out, resume=args.resume, cache=args.cache,
-                              progress=_progress(args.quiet), device=args.device)
+                              progress=_progress(args.quiet), device=args.device, jobs=args.jobs,
+                              backend=args.backend, address=args.address)
     _print_result(result)
     return 0
 
