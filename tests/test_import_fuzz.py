@@ -343,10 +343,12 @@ def test_fuzz_npz(data):
 # --------------------------------------------------------------------- make fuzz: its corpus and harness
 def _fuzz_module():
     import importlib.util
+    import sys
 
     path = Path(__file__).resolve().parents[1] / "fuzz" / "run.py"
     spec = importlib.util.spec_from_file_location("graftnet_fuzz_run", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
