@@ -1284,6 +1284,9 @@ class _Workers:
             raise ConfigError("backend='ray' needs Ray: pip install 'graftnet[ray]'") from None
         started = False
         if not ray.is_initialized():
+            from graftnet.tune import check_ray_address
+
+            check_ray_address(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as err:

@@ -445,6 +445,25 @@ def _run_processes(raw: dict[str, Any], out: Path, name: str, settings: dict[str
             r.get()
 
 
+def check_ray_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail at once, with the address in the message, when nothing answers at a Ray cluster's
+    ``host:port`` (Ray itself retries for minutes); ``None`` and ``"auto"`` are not checked."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not HOST:PORT (or ray://HOST:PORT, or 'auto')")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot reach the Ray cluster at {address!r}: nothing answers at {host}:{port} "
+                          f"({err.strerror or err}); start it with `ray start --head` or give its address") from None
+
+
 def _run_ray(raw: dict[str, Any], out: Path, name: str, settings: dict[str, Any], threads: int) -> None:
     try:
         import ray
@@ -453,6 +472,7 @@ def _run_ray(raw: dict[str, Any], out: Path, name: str, settings: dict[str, Any]
     address = settings["address"] or None
     started = False
     if not ray.is_initialized():
+        check_ray_address(address)
         try:
             ray.init(address=address, num_cpus=None if address else os.cpu_count(), include_dashboard=False,
                      log_to_driver=False, ignore_reinit_error=True)
