@@ -265,14 +265,6 @@ def _saved(model: keras.Model, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ unsupported
-def test_branching_graph_is_refused_naming_the_layer(tmp_path):
-    inputs = keras.Input((4,))
-    a, b = L.Dense(3, name="left")(inputs), L.Dense(3, name="right")(inputs)
-    keras.Model(inputs, L.Add(name="merge")([a, b])).save(tmp_path / "branch.keras")
-    with pytest.raises(ImportFormatError, match=r"layer type\(s\) not supported: Add \(merge\)"):
-        load_keras(tmp_path / "branch.keras")
-
-
 @pytest.mark.parametrize("layer, message", [
     (L.UpSampling2D(name="up"), r"not supported: UpSampling2D \(up\); supported layers: InputLayer, Dense"),
     (L.Conv2D(3, 3, groups=3, name="grouped"), r"layer 'grouped' \(Conv2D\).*groups=3"),

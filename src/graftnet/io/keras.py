@@ -88,7 +88,8 @@ from graftnet.layers import (
     parse_activation,
     tf_same_padding,
 )
-from graftnet.network import Network
+from graftnet.merge import Add, Average, Concatenate, Maximum, MergeSpec, Minimum, Multiply, Subtract
+from graftnet.network import INPUT, Network
 
 __all__ = [
     "SUPPORTED_LAYERS",
@@ -105,6 +106,8 @@ SUPPORTED_LAYERS = (
     "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "ZeroPadding2D", "Cropping2D",
     "Flatten", "Reshape", "Dropout", "AlphaDropout", "BatchNormalization", "LayerNormalization",
     "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Rescaling", "Normalization",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "Sequential", "Functional", "Model",
 )
 _ALIASES = {"MaxPool2D": "MaxPooling2D", "AvgPool2D": "AveragePooling2D",
             "GlobalAvgPool2D": "GlobalAveragePooling2D", "GlobalMaxPool2D": "GlobalMaxPooling2D",
@@ -424,8 +427,31 @@ def _read_legacy_weights(group: h5py.Group, source: str, file_size: int) -> dict
             if weight not in layer_group:
                 raise _fail(source, f"layer {layer!r} lists weight {weight!r} but does not hold it")
             array = _read_array(layer_group[weight], f"{source}: {layer}/{weight}", file_size)
-            arrays.append((_short_weight_name(weight), array))
+            arrays.append((weight.split(":", 1)[0], array))  # full names: a nested model's say whose they are
         out[layer] = arrays
+    return out
+
+
+def _legacy_by_path(legacy: dict[str, list[tuple[str, np.ndarray]]],
+                    nested: set[str] | None) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Legacy weights by graftnet path: ``{"vgg16/block1_conv1": [("kernel", array), ...]}``.
+
+    A legacy ``.h5`` file holds a nested model's weights in one group named after the nested
+    model, with weight names that say which inner layer owns each one (``block1_conv1/kernel``
+    in Keras 3, ``block1_conv1/kernel:0`` in tf.keras 2). ``nested`` names the top-level
+    layers that are models (from the model config); without a config, a group whose short
+    weight names repeat is taken to be a nested model.
+    """
+    out: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for layer, weights in legacy.items():
+        short = [_short_weight_name(w) for w, _ in weights]
+        is_nested = layer in nested if nested is not None else len(set(short)) < len(short)
+        if not is_nested:
+            out[layer] = [(s, a) for s, (_, a) in zip(short, weights)]
+            continue
+        for (weight, array), leaf in zip(weights, short):
+            owner = [part for part in weight.split("/")[:-1] if part != layer] or [layer]
+            out.setdefault(f"{layer}/{'/'.join(owner)}", []).append((leaf, array))
     return out
 
 
@@ -439,12 +465,7 @@ def _read_v3_weights(h5: h5py.File, source: str, file_size: int) -> tuple[list[_
     root = "layers" if "layers" in h5 else "_layer_checkpoint_dependencies"
     groups: list[_V3Group] = []
     if root in h5:
-        for key in h5[root]:
-            layer = h5[root][key]
-            if not isinstance(layer, h5py.Group):
-                raise _fail(source, f"{root}/{key} is not a group")
-            if "vars" in layer:
-                groups.append(_read_vars(layer["vars"], f"layers/{key}", source, file_size))
+        _read_v3_layers(h5[root], root, "layers", "", groups, source, file_size, 0)
     ignored: list[str] = []
     for key in h5:
         item = h5[key]
@@ -459,6 +480,27 @@ def _read_v3_weights(h5: h5py.File, source: str, file_size: int) -> tuple[list[_
     return groups, [name for _, name in sorted(zip(natural, ignored))]
 
 
+def _read_v3_layers(group: h5py.Group, where: str, path: str, parent: str | None, groups: list[_V3Group],
+                    source: str, file_size: int, depth: int) -> None:
+    """The ``<path>/<layer>/vars`` groups under ``group``, and those of nested models
+    (``layers/functional/layers/conv2d/vars``), whose names become paths (``vgg16/block1_conv1``)."""
+    if depth > 16:
+        raise _fail(source, f"{where} nests models more than 16 deep")
+    for key in group:
+        layer = group[key]
+        if not isinstance(layer, h5py.Group):
+            raise _fail(source, f"{where}/{key} is not a group")
+        name = None
+        if "vars" in layer:
+            found = _read_vars(layer["vars"], f"{path}/{key}", source, file_size)
+            name = found.name if parent == "" else (f"{parent}/{found.name}" if parent and found.name else None)
+            found.name = name
+            groups.append(found)
+        if "layers" in layer and isinstance(layer["layers"], h5py.Group):  # a nested model's own layers
+            _read_v3_layers(layer["layers"], f"{where}/{key}/layers", f"{path}/{key}/layers", name, groups,
+                            source, file_size, depth + 1)
+
+
 def _read_vars(group: Any, path: str, source: str, file_size: int) -> _V3Group:
     if not isinstance(group, h5py.Group):
         raise _fail(source, f"{path}/vars is not a group")
@@ -470,23 +512,6 @@ def _read_vars(group: Any, path: str, source: str, file_size: int) -> _V3Group:
 
 
 # ====================================================================== model structure
-def _layer_list(model: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The model's layer entries in the order data flows, and the model's own config."""
-    kind = model["class_name"]
-    config = model.get("config")
-    if kind == "Sequential":
-        layers = config if isinstance(config, list) else (config or {}).get("layers")  # Keras 2.0-2.2: a list
-        if not isinstance(layers, list):
-            raise _fail(source, "the Sequential config has no list of layers")
-        return [_entry(e, source) for e in layers], config if isinstance(config, dict) else {}
-    if kind in ("Functional", "Model"):
-        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise _fail(source, f"the {kind} config has no list of layers")
-        return _chain(config, source), config
-    raise _fail(source, f"the model is a {kind!r}; graftnet imports Sequential models and "
-                f"functional models that are a single chain of layers (subclassed models have no config to read)")
-
-
 def _entry(entry: Any, source: str) -> dict[str, Any]:
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) \
             or not isinstance(entry.get("config"), dict):
@@ -538,51 +563,191 @@ def _endpoints(value: Any, what: str, source: str) -> list[str]:
     raise _fail(source, f"cannot read the functional model's {what}: {str(value)[:100]}")
 
 
-def _chain(config: dict[str, Any], source: str) -> list[dict[str, Any]]:
-    """A functional model's layers from input to output, if they form one chain."""
-    entries = [_entry(e, source) for e in config["layers"]]
-    by_name = {_entry_name(e): e for e in entries}
-    inputs = _endpoints(config.get("input_layers"), "input_layers", source)
-    outputs = _endpoints(config.get("output_layers"), "output_layers", source)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise _fail(source, f"the model has {len(inputs)} input(s) ({', '.join(inputs)}) and "
-                    f"{len(outputs)} output(s) ({', '.join(outputs)}); graftnet imports one-input, "
-                    f"one-output chains")
-    consumers: dict[str, list[str]] = {}
-    feeds: dict[str, str] = {}
-    for name, entry in by_name.items():
-        nodes = _inbound(entry, source)
-        if len(nodes) > 1:
-            raise _fail(source, f"layer {name!r} ({entry['class_name']}) is called {len(nodes)} times "
-                        f"(a shared layer); graftnet imports chains where each layer is used once")
-        if nodes:
-            if len(nodes[0]) != 1:
-                raise _fail(source, f"the model is not a chain: layer {name!r} ({entry['class_name']}) "
-                            f"takes {len(nodes[0])} inputs ({', '.join(nodes[0]) or 'none'}); graftnet "
-                            f"imports Sequential models and single-chain functional models")
-            feeds[name] = nodes[0][0]
-            consumers.setdefault(nodes[0][0], []).append(name)
-    for name, users in consumers.items():
-        if len(users) > 1:
-            raise _fail(source, f"the model is not a chain: the output of layer {name!r} feeds "
-                        f"{len(users)} layers ({', '.join(users)}); graftnet imports single chains")
-    order = [outputs[0]]
-    while order[-1] in feeds:
-        order.append(feeds[order[-1]])
-        if len(order) > len(by_name):
-            raise _fail(source, "the model's layers form a cycle")
-    order.reverse()
-    if order[0] != inputs[0]:
-        raise _fail(source, f"the chain from the output {outputs[0]!r} starts at {order[0]!r}, "
-                    f"not at the model input {inputs[0]!r}")
-    unknown = [n for n in order if n not in by_name]
-    if unknown:
-        raise _fail(source, f"the model refers to layer(s) {', '.join(unknown)} it does not define")
-    unused = [n for n in by_name if n not in order]
-    if unused:
-        raise _fail(source, f"layer(s) {', '.join(unused)} are not on the path from input to output; "
-                    f"graftnet imports single chains")
-    return [by_name[n] for n in order]
+_MERGES: dict[str, type[MergeSpec]] = {"Add": Add, "Subtract": Subtract, "Multiply": Multiply, "Average": Average,
+                                        "Maximum": Maximum, "Minimum": Minimum, "Concatenate": Concatenate}
+_NESTED = ("Sequential", "Functional", "Model")
+_MAX_DEPTH = 16  # models nested in models
+
+
+def _model_layers(kind: str, config: Any, where: str, source: str) -> list[dict[str, Any]]:
+    """A model's layer entries, in Keras' ``model.layers`` order (plus a Sequential's InputLayer)."""
+    if kind == "Sequential":
+        layers = config if isinstance(config, list) else config.get("layers") if isinstance(config, dict) else None
+        if not isinstance(layers, list):  # (Keras 2.0-2.2 wrote a Sequential's config as a bare list)
+            raise _fail(source, f"{where}: the Sequential config has no list of layers")
+    elif kind in ("Functional", "Model"):
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise _fail(source, f"{where}: the {kind} config has no list of layers")
+        layers = config["layers"]
+    else:
+        raise _fail(source, f"the model is a {kind!r}; graftnet imports Sequential and functional models "
+                    f"(subclassed models have no config to read)")
+    return [_entry(e, source) for e in layers]
+
+
+def _model_entries(model: dict[str, Any], source: str) -> list[tuple[str, dict[str, Any], str]]:
+    """Every layer entry of a model and of the models nested in it, as ``(graftnet path,
+    entry, Keras 3 weights-file path)``: ``("vgg16/block1_conv1", {...},
+    "layers/functional/layers/conv2d")``."""
+    out: list[tuple[str, dict[str, Any], str]] = []
+
+    def walk(kind: str, config: Any, prefix: str, v3_prefix: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise _fail(source, f"models are nested more than {_MAX_DEPTH} deep")
+        entries = _model_layers(kind, config, f"nested model {prefix[:-1]!r}" if prefix else "the model", source)
+        if kind == "Sequential":  # Sequential.layers leaves out its InputLayer; functional models list theirs
+            entries = [e for e in entries if e["class_name"] != "InputLayer"]
+        for entry, v3 in zip(entries, _v3_paths([e["class_name"] for e in entries])):
+            path, v3_path = prefix + _entry_name(entry), f"{v3_prefix}/{v3}" if v3_prefix else v3
+            out.append((path, entry, v3_path))
+            if entry["class_name"] in _NESTED:
+                walk(entry["class_name"], entry["config"], path + "/", v3_path, depth + 1)
+
+    walk(model["class_name"], model.get("config"), "", "", 0)
+    return out
+
+
+@dataclass
+class _Graph:
+    """A Keras model, with the models nested in it spelled out, as graftnet layers."""
+
+    plans: list[_Plan]  # in Keras' layer order
+    in_shapes: dict[str, list[tuple[int, ...]]]  # layer path -> the shapes it reads (graftnet order)
+    input_name: str
+    output: str
+    block_inputs: dict[str, str | None]
+
+
+class _Walker:
+    """Turns a model config into graftnet layers that read their inputs by path.
+
+    A Sequential's layers read the layer before; a functional model's layers read what
+    their inbound node names; a nested model is spelled out in place, its layers named
+    ``<model>/<layer>``, reading what the nested model reads. Keras' layer order is kept,
+    so that graftnet's ``"vgg16.layers[15:]"`` picks what Keras' ``vgg16.layers[15:]`` does.
+    """
+
+    def __init__(self, source: str, input_shape: tuple[int, ...], layout: str,
+                 by_layer: dict[str, list[tuple[str, np.ndarray]]], notes: list[str], keras_major: int) -> None:
+        self.source, self.input_shape, self.layout = source, input_shape, layout
+        self.by_layer, self.notes, self.keras_major = by_layer, notes, keras_major
+        self.plans: list[_Plan] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.in_shapes: dict[str, list[tuple[int, ...]]] = {}
+        self.block_inputs: dict[str, str | None] = {}
+        self.input_name = INPUT
+
+    def run(self, model: dict[str, Any]) -> _Graph:
+        config = model.get("config")
+        frozen = isinstance(config, dict) and config.get("trainable") is False
+        output = self.model(model["class_name"], config, "", None, frozen, 0)
+        if not self.plans:
+            raise _fail(self.source, "has no layers graftnet could import (only an input layer)")
+        return _Graph(self.plans, self.in_shapes, self.input_name, output, self.block_inputs)
+
+    def _start(self, name: str) -> str:
+        self.input_name = name
+        self.shapes[name] = self.input_shape
+        return name
+
+    def model(self, kind: str, config: Any, prefix: str, input_ref: str | None, frozen: bool, depth: int) -> str:
+        """Add a model's layers; returns the path of the layer whose output is the model's."""
+        where = f"nested model {prefix[:-1]!r}" if prefix else "the model"
+        if depth > _MAX_DEPTH:
+            raise _fail(self.source, f"models are nested more than {_MAX_DEPTH} deep")
+        entries = _model_layers(kind, config, where, self.source)
+        if kind == "Sequential":
+            previous = input_ref
+            for i, entry in enumerate(entries):
+                if entry["class_name"] == "InputLayer":
+                    if i > 0:
+                        raise _fail(self.source, f"layer {prefix + _entry_name(entry)!r} (InputLayer) is not the "
+                                    f"first layer of {where}")
+                    previous = previous or self._start(_entry_name(entry))
+                    continue
+                previous = self.layer(entry, prefix, [previous or self._start(INPUT)], frozen, depth)
+            if previous is None or previous == input_ref:
+                raise _fail(self.source, f"{where} has no layers")
+            return previous
+        inputs = _endpoints(config.get("input_layers"), "input_layers", self.source)
+        outputs = _endpoints(config.get("output_layers"), "output_layers", self.source)
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise _fail(self.source, f"{where} has {len(inputs)} input(s) ({', '.join(inputs)}) and "
+                        f"{len(outputs)} output(s) ({', '.join(outputs)}); graftnet imports models with one "
+                        f"input and one output")
+        input_ref = input_ref or self._start(inputs[0])
+        self.block_inputs[prefix[:-1]] = inputs[0]  # Keras' model.layers starts with this InputLayer
+        defined = {_entry_name(e) for e in entries}
+        alias: dict[str, str] = {}  # a layer's name in this model -> the path of its output
+        for entry in entries:
+            name, cls = _entry_name(entry), entry["class_name"]
+            if name in alias:
+                raise _fail(self.source, f"two layers of {where} are named {name!r}")
+            if cls == "InputLayer":
+                if name != inputs[0]:
+                    raise _fail(self.source, f"{where} has an input layer {name!r} that is not its input "
+                                f"({inputs[0]!r}); graftnet imports models with one input")
+                alias[name] = input_ref
+                continue
+            nodes = _inbound(entry, self.source)
+            if len(nodes) > 1:
+                raise _fail(self.source, f"layer {prefix + name!r} ({cls}) is a shared layer: it is called on "
+                            f"{len(nodes)} inputs ({'; '.join(', '.join(n) for n in nodes)}); graftnet layers are "
+                            f"called once, so a model with shared layers cannot be imported")
+            if not nodes or not nodes[0]:
+                raise _fail(self.source, f"layer {prefix + name!r} ({cls}) of {where} has no inbound node, so it "
+                            f"reads nothing")
+            refs = []
+            for src in nodes[0]:
+                if src not in alias:
+                    why = "which is listed after it" if src in defined else f"which {where} does not define"
+                    raise _fail(self.source, f"layer {prefix + name!r} ({cls}) reads {src!r}, {why}")
+                refs.append(alias[src])
+            alias[name] = self.layer(entry, prefix, refs, frozen, depth)
+        if outputs[0] not in alias:
+            raise _fail(self.source, f"{where}'s output layer {outputs[0]!r} is not one of its layers")
+        return alias[outputs[0]]
+
+    def layer(self, entry: dict[str, Any], prefix: str, refs: list[str], frozen: bool, depth: int) -> str:
+        cls = _ALIASES.get(entry["class_name"], entry["class_name"])
+        cfg, path = entry["config"], prefix + _entry_name(entry)
+        if path in self.shapes or any(p.startswith(path + "/") for p in self.shapes):
+            raise _fail(self.source, f"two layers are named {path!r}")
+        frozen = frozen or cfg.get("trainable", True) is False
+        if cls in _NESTED:
+            if len(refs) != 1:
+                raise _fail(self.source, f"nested model {path!r} reads {len(refs)} inputs ({', '.join(refs)}); "
+                            f"graftnet imports nested models with one input")
+            return self.model(cls, cfg, path + "/", refs[0], frozen, depth + 1)
+        in_shapes = [self.shapes[r] for r in refs]
+        try:
+            if cls in _MERGES:
+                plan = _convert_merge(path, cls, cfg, _Context(in_shapes[0], self.layout, lambda n: [], self.notes))
+            elif len(refs) != 1:
+                raise _Unsupported(f"it takes {len(refs)} inputs ({', '.join(refs)}); graftnet's {cls} takes one")
+            else:
+                ctx = _Context(in_shapes[0], self.layout, lambda n: self.by_layer.get(n, []), self.notes,
+                               self.keras_major)
+                plan = _convert({**entry, "name": path}, ctx)
+            assert plan.spec is not None
+            plan.spec.inputs = list(refs)
+            shape = plan.spec.output_shape(in_shapes if plan.spec.merges else in_shapes[0])  # type: ignore[arg-type]
+        except (_Unsupported, GraftnetError) as err:
+            raise _fail(self.source, f"cannot import layer {path!r} ({entry['class_name']}): {err}") from None
+        plan.frozen = plan.frozen or frozen
+        self.shapes[path], self.in_shapes[path] = shape, in_shapes
+        self.plans.append(plan)
+        return path
+
+
+def _convert_merge(name: str, cls: str, cfg: dict[str, Any], ctx: _Context) -> _Plan:
+    """Add, Subtract, ... Concatenate; Keras' channels-last axis becomes graftnet's."""
+    if cls != "Concatenate":
+        return _Plan(name, cls, _MERGES[cls](name=name))
+    axes, _ = _keras_axes(cfg.get("axis", -1), ctx)
+    if len(axes) != 1:
+        raise _Unsupported(f"axis={cfg.get('axis')!r} is not one axis")
+    return _Plan(name, cls, Concatenate(axis=axes[0], name=name))
 
 
 # =========================================================================== conversion
@@ -1051,9 +1216,15 @@ def _convert(entry: dict[str, Any], ctx: _Context) -> _Plan:
 
 
 # ===================================================================== input shape, layout
-def _keras_input_shape(layers: list[dict[str, Any]], model_cfg: dict[str, Any]) -> list[Any] | None:
+def _keras_input_shape(layers: list[dict[str, Any]], model_cfg: dict[str, Any],
+                       source: str = "", depth: int = 0) -> list[Any] | None:
     """The Keras input shape (no batch axis) recorded anywhere in the config, or None."""
     first = layers[0]["config"] if layers else {}
+    if layers and layers[0]["class_name"] in _NESTED and depth < _MAX_DEPTH and not first.get("batch_input_shape"):
+        inner = _model_layers(layers[0]["class_name"], first, "a nested model", source)  # Sequential([VGG16(...)])
+        found = _keras_input_shape(inner, first if isinstance(first, dict) else {}, source, depth + 1)
+        if found is not None:
+            return found
     candidates = [first.get("batch_shape"), first.get("batch_input_shape"), model_cfg.get("build_input_shape"),
                   (layers[0].get("build_config") or {}).get("input_shape") if layers else None]
     for shape in candidates:
@@ -1064,9 +1235,9 @@ def _keras_input_shape(layers: list[dict[str, Any]], model_cfg: dict[str, Any]) 
     return None
 
 
-def _layout(layers: list[dict[str, Any]]) -> str:
+def _layout(entries: list[tuple[str, dict[str, Any], str]]) -> str:
     """channels_first if the first layer that says so says so; Keras' default otherwise."""
-    for entry in layers:
+    for _, entry, _ in entries:
         if _ALIASES.get(entry["class_name"], entry["class_name"]) in _IMAGE_LAYERS:
             return entry["config"].get("data_format") or "channels_last"
     return "channels_last"
@@ -1123,30 +1294,31 @@ def load_keras(path: str | Path, *, input_shape: tuple[int, ...] | None = None) 
 
 
 def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Network, MappingReport]:
-    _check_layer_types(kfile.config, kfile.source)  # type: ignore[arg-type]
-    layers, model_cfg = _layer_list(kfile.config, kfile.source)  # type: ignore[arg-type]
-    keras_shape = list(input_shape) if input_shape is not None else _keras_input_shape(layers, model_cfg)
+    model = kfile.config
+    assert model is not None
+    entries = _model_entries(model, kfile.source)
+    _check_layer_types([e for _, e, _ in entries], kfile.source)
+    top_layers = _model_layers(model["class_name"], model.get("config"), "the model", kfile.source)
+    model_cfg = model.get("config") if isinstance(model.get("config"), dict) else {}
+    keras_shape = (list(input_shape) if input_shape is not None
+                   else _keras_input_shape(top_layers, model_cfg, kfile.source))
     if keras_shape is None:
         raise _fail(kfile.source, "records no input shape; pass input_shape= (Keras order, e.g. (28, 28, 1))")
-    layout = _layout(layers)
+    layout = _layout(entries)
     shape = _graftnet_input_shape(keras_shape, layout, kfile.source)
-    by_layer = _weights_by_layer(kfile)
+    by_layer = _weights_by_layer(kfile, entries)
     notes: list[str] = []
-    plans = _plans(layers, shape, layout, by_layer, notes, kfile.source, _keras_major(kfile.keras_version))
-    specs = [p.spec for p in plans if p.spec is not None]
-    if not specs:
-        raise _fail(kfile.source, "has no layers graftnet could import (only an input layer)")
-    _check_size(plans, shape, by_layer, kfile.source)
+    graph = _Walker(kfile.source, shape, layout, by_layer, notes, _keras_major(kfile.keras_version)).run(model)
+    _check_size(graph, by_layer, kfile.source)
     name = model_cfg.get("name") if isinstance(model_cfg.get("name"), str) else "keras_model"
     try:
-        net = Network(specs, shape, name=name)
+        net = Network([p.spec for p in graph.plans if p.spec is not None], shape, name=name, output=graph.output,
+                      input_name=graph.input_name, block_inputs=graph.block_inputs)
     except GraftnetError as err:
         raise _fail(kfile.source, f"cannot be rebuilt in graftnet: {err}") from None
-    report = _load_plans(net, plans, by_layer, kfile, strict=True)
+    report = _load_plans(net, graph.plans, by_layer, kfile, strict=True)
     report.notes += notes
-    frozen = [p.keras_name for p in plans if p.frozen and p.spec is not None]
-    if model_cfg.get("trainable") is False:
-        frozen = net.layer_names
+    frozen = [p.keras_name for p in graph.plans if p.frozen and p.spec is not None]
     if frozen:
         net.freeze(frozen)
     net.info.update(source=kfile.source, format=kfile.kind, keras_version=kfile.keras_version,
@@ -1159,28 +1331,18 @@ def _keras_major(version: str | None) -> int:
     return int(match.group(1)) if match else 3
 
 
-def _check_layer_types(model: dict[str, Any], source: str) -> None:
+def _check_layer_types(entries: list[dict[str, Any]], source: str) -> None:
     """Refuse a model with layer types graftnet lacks, naming every such type at once."""
-    config = model.get("config")
-    entries = config if isinstance(config, list) else (config or {}).get("layers") if isinstance(config, dict) else None
-    if not isinstance(entries, list):
-        return  # _layer_list says what is wrong
     unsupported: dict[str, list[str]] = {}
     for entry in entries:
-        entry = _entry(entry, source)
         cls = _ALIASES.get(entry["class_name"], entry["class_name"])
         if cls not in SUPPORTED_LAYERS:
             unsupported.setdefault(cls, []).append(_entry_name(entry))
     if not unsupported:
         return
-    listed = "; ".join(f"{cls} ({format_names(names, limit=3)}"
-                       f"{': a nested model, import it on its own' if cls in _NESTED else ''})"
-                       for cls, names in unsupported.items())
+    listed = "; ".join(f"{cls} ({format_names(names, limit=3)})" for cls, names in unsupported.items())
     raise _fail(source, f"cannot be imported: layer type(s) not supported: {listed}; supported layers: "
                 f"{', '.join(SUPPORTED_LAYERS)}")
-
-
-_NESTED = ("Sequential", "Functional", "Model")
 
 
 def _n_params(spec: LayerSpec, in_shape: tuple[int, ...]) -> int:
@@ -1202,47 +1364,14 @@ def _n_params(spec: LayerSpec, in_shape: tuple[int, ...]) -> int:
     return 0
 
 
-def _check_size(plans: list[_Plan], shape: tuple[int, ...],
-                by_layer: dict[str, list[tuple[str, np.ndarray]]], source: str) -> None:
+def _check_size(graph: _Graph, by_layer: dict[str, list[tuple[str, np.ndarray]]], source: str) -> None:
     """Refuse a config that would allocate far more than the file's weights (a corrupt or hostile
     config could otherwise ask for terabytes before any shape is checked)."""
-    wanted = 0
-    for plan in plans:
-        if plan.spec is not None:
-            wanted += _n_params(plan.spec, shape)
-            shape = plan.spec.output_shape(shape)
+    wanted = sum(_n_params(p.spec, graph.in_shapes[p.keras_name][0]) for p in graph.plans if p.spec is not None)
     stored = sum(int(a.size) for arrays in by_layer.values() for _, a in arrays)
     if wanted > 2 * stored + 100_000:
         raise _fail(source, f"its config describes {wanted:,} parameters but the file holds only {stored:,} "
                     f"weights; the config or the weights are corrupt")
-
-
-def _plans(layers: list[dict[str, Any]], shape: tuple[int, ...], layout: str,
-           by_layer: dict[str, list[tuple[str, np.ndarray]]], notes: list[str], source: str,
-           keras_major: int = 3) -> list[_Plan]:
-    plans = []
-    seen: set[str] = set()
-    for i, entry in enumerate(layers):
-        name = _entry_name(entry)
-        if name in seen:
-            raise _fail(source, f"two layers are named {name!r}")
-        seen.add(name)
-        ctx = _Context(shape, layout, lambda n: by_layer.get(n, []), notes, keras_major)
-        if entry["class_name"] == "InputLayer" and i > 0:
-            raise _fail(source, f"layer {name!r} (InputLayer) is not the first layer")
-        try:
-            plan = _convert(entry, ctx)
-        except _Unsupported as err:
-            raise _fail(source, f"cannot import layer {name!r} ({entry['class_name']}): {err}") from None
-        except GraftnetError as err:  # a spec graftnet refuses (e.g. a bad rate)
-            raise _fail(source, f"cannot import layer {name!r} ({entry['class_name']}): {err}") from None
-        if plan.spec is not None:
-            try:
-                shape = plan.spec.output_shape(shape)
-            except GraftnetError as err:
-                raise _fail(source, f"layer {name!r} ({entry['class_name']}): {err}") from None
-        plans.append(plan)
-    return plans
 
 
 def _snake(class_name: str) -> str:
@@ -1263,31 +1392,26 @@ def _v3_paths(class_names: list[str]) -> list[str]:
     return paths
 
 
-def _weights_by_layer(kfile: _KerasFile) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """Keras layer name -> [(weight name or index, array)] for a full model file.
+def _weights_by_layer(kfile: _KerasFile, entries: list[tuple[str, dict[str, Any], str]] | None = None
+                      ) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Keras layer path -> [(weight name or index, array)] for a full model file.
 
+    Paths are graftnet's: ``dense``, or ``vgg16/block1_conv1`` for a layer of a nested model.
     Keras 3 files name weights by position and layer path; the model config (any graph, not
     only chains) gives each layer's name and weight names.
     """
+    entries = entries if entries is not None else _model_entries(kfile.config or {}, kfile.source)
     if kfile.legacy is not None:
-        return kfile.legacy
+        nested = {path for path, entry, _ in entries if "/" not in path and entry["class_name"] in _NESTED}
+        return _legacy_by_path(kfile.legacy, nested)
     groups = kfile.v3 or []
-    model = kfile.config or {}
-    config = model.get("config")
-    config_layers = config if isinstance(config, list) else (config or {}).get("layers")
-    if not isinstance(config_layers, list):
-        raise _fail(kfile.source, "the model config has no list of layers")
-    entries = [_entry(e, kfile.source) for e in config_layers]
     named = {g.name: g for g in groups if g.name}
     if groups and len(named) == len(groups):
         return _name_positional({name: [(str(i), a) for i, a in enumerate(g.arrays)]
                                  for name, g in named.items()}, entries)
-    if model["class_name"] == "Sequential":  # Sequential.layers leaves out its InputLayer
-        entries = [e for e in entries if e["class_name"] != "InputLayer"]
     by_path = {g.path: g for g in groups}
-    paths = _v3_paths([e["class_name"] for e in entries])
-    found = {_entry_name(e): [(str(i), a) for i, a in enumerate(by_path[p].arrays)]
-             for e, p in zip(entries, paths) if p in by_path}
+    found = {path: [(str(i), a) for i, a in enumerate(by_path[v3].arrays)]
+             for path, _, v3 in entries if v3 in by_path}
     return _name_positional(found, entries)
 
 
@@ -1309,9 +1433,9 @@ def _config_weight_names(entry: dict[str, Any]) -> list[str] | None:
 
 
 def _name_positional(found: dict[str, list[tuple[str, np.ndarray]]],
-                     entries: list[dict[str, Any]]) -> dict[str, list[tuple[str, np.ndarray]]]:
+                     entries: list[tuple[str, dict[str, Any], str]]) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Give Keras 3's positional variables (0, 1, ...) the names their layer's config implies."""
-    names = {_entry_name(e): _config_weight_names(e) for e in entries}
+    names = {path: _config_weight_names(e) for path, e, _ in entries}
     out = {}
     for layer, arrays in found.items():
         expected = names.get(layer)
@@ -1339,13 +1463,13 @@ def _load_plans(net: Network, plans: list[_Plan], by_layer: dict[str, list[tuple
                 ignored.append(key)
                 continue
             tensors[key] = array
-            rename[key] = f"{plan.keras_name}.{plan.targets[weight]}"
+            rename[key] = _state_key(plan.keras_name, plan.targets[weight])
             if weight in plan.transforms:
                 transforms[key] = plan.transforms[weight]
         for param, value in plan.fills.items():
             key = f"{plan.keras_name}/({param}={value:g})"
-            target = dict(net.named_parameters())[f"{plan.keras_name}.{param}"]
-            tensors[key], rename[key] = torch.full_like(target, value), f"{plan.keras_name}.{param}"
+            target = dict(net.named_parameters())[_state_key(plan.keras_name, param)]
+            tensors[key], rename[key] = torch.full_like(target, value), _state_key(plan.keras_name, param)
     for layer, arrays in by_layer.items():  # weights of layers that are not in the model at all
         if layer not in planned:
             tensors.update({f"{layer}/{w}": a for w, a in arrays})
@@ -1355,6 +1479,11 @@ def _load_plans(net: Network, plans: list[_Plan], by_layer: dict[str, list[tuple
         raise ImportFormatError(str(err)) from None
     report.ignored += ignored + kfile.ignored
     return report
+
+
+def _state_key(path: str, param: str) -> str:
+    """A layer path and a parameter as a state-dict key: ``vgg16/block1_conv1`` -> ``vgg16.block1_conv1.weight``."""
+    return f"{path.replace('/', '.')}.{param}"
 
 
 def _named_arrays(plan: _Plan, arrays: list[tuple[str, np.ndarray]], source: str) -> dict[str, np.ndarray]:
@@ -1372,6 +1501,11 @@ def _named_arrays(plan: _Plan, arrays: list[tuple[str, np.ndarray]], source: str
 
 
 # ======================================================================= weights only
+def _in_shapes(net: Network) -> dict[str, tuple[int, ...]]:
+    """Each layer's (first) input shape, in a chain or a graph."""
+    return {name: net.shape_of(net.inputs_of(name)[0]) for name in net.layer_names}
+
+
 def _flatten_orders(net: Network) -> dict[str, tuple[int, int, int]]:
     """Dense layers fed by a channels-first Flatten of a (C, H, W) tensor with C > 1.
 
@@ -1379,25 +1513,41 @@ def _flatten_orders(net: Network) -> dict[str, tuple[int, int, int]]:
     permuted to graftnet's (C, H, W) order. Returns ``{dense name: (C, H, W)}``.
     """
     out: dict[str, tuple[int, int, int]] = {}
-    pending: tuple[int, int, int] | None = None
-    shapes = [net.input_shape, *net.shapes]
-    for i, spec in enumerate(net.specs):
-        if isinstance(spec, Flatten):
-            in_shape = shapes[i]
-            channels_first = len(in_shape) == 3 and in_shape[0] > 1 and not spec.channels_last
-            pending = (in_shape[0], in_shape[1], in_shape[2]) if channels_first else None
-        elif pending is not None and isinstance(spec, Dense):
-            out[spec.name or ""] = pending
-            pending = None
-        elif pending is not None and not isinstance(spec, (Dropout, Activation, Rescaling)):
-            raise ImportFormatError(
-                f"layer {spec.name!r} ({spec.type}) sits between a channels-first Flatten of "
-                f"{pending} and a Dense layer; graftnet can only reorder a Dense kernel between "
-                f"Keras' (H, W, C) and its (C, H, W) order. Use Flatten(channels_last=True)")
-    if pending is not None:
-        raise ImportFormatError(f"network {net.name!r} ends with a channels-first Flatten of {pending}, whose "
-                                f"output order Keras cannot reproduce; use Flatten(channels_last=True)")
+    in_shapes = _in_shapes(net)
+    for name, spec in zip(net.layer_names, net.specs):
+        in_shape = in_shapes[name]
+        if not (isinstance(spec, Flatten) and len(in_shape) == 3 and in_shape[0] > 1 and not spec.channels_last):
+            continue
+        pending = (in_shape[0], in_shape[1], in_shape[2])
+        todo = [name]
+        while todo:  # follow the flattened vector through order-keeping layers to the Dense layers it feeds
+            for reader in net.readers_of(todo.pop()):
+                reader_spec = net.spec_of(reader)
+                if isinstance(reader_spec, Dense):
+                    out[reader] = pending
+                elif isinstance(reader_spec, (Dropout, Activation, Rescaling)) and not reader_spec.merges:
+                    todo.append(reader)
+                else:
+                    raise ImportFormatError(
+                        f"layer {reader!r} ({reader_spec.type}) sits between a channels-first Flatten of "
+                        f"{pending} and a Dense layer; graftnet can only reorder a Dense kernel between "
+                        f"Keras' (H, W, C) and its (C, H, W) order. Use Flatten(channels_last=True)")
+        if _reads_through(net, name, net.output_name):
+            raise ImportFormatError(f"network {net.name!r} ends with a channels-first Flatten of {pending}, whose "
+                                    f"output order Keras cannot reproduce; use Flatten(channels_last=True)")
     return out
+
+
+def _reads_through(net: Network, flatten: str, output: str) -> bool:
+    """Whether ``output`` is ``flatten`` seen through Dropout/Activation/Rescaling layers."""
+    while output != flatten:
+        spec = net.spec_of(output)
+        if not isinstance(spec, (Dropout, Activation, Rescaling)):
+            return False
+        output = net.inputs_of(output)[0]
+        if output == net.input_name:
+            return False
+    return True
 
 
 def _hwc_index(chw: tuple[int, int, int]) -> torch.Tensor:
@@ -1417,7 +1567,8 @@ def _graftnet_plans(net: Network) -> list[_Plan]:
     """What each layer with parameters expects from Keras, for loading weights by name."""
     orders = _flatten_orders(net)
     plans = []
-    for spec, in_shape in zip(net.specs, [net.input_shape, *net.shapes]):
+    in_shapes = _in_shapes(net)
+    for spec, in_shape in zip(net.specs, [in_shapes[n] for n in net.layer_names]):
         name = spec.name or ""
         if isinstance(spec, Dense):
             plans.append(_weighted(name, "Dense", spec, spec.bias, _dense_from_keras(orders.get(name))))
@@ -1483,8 +1634,8 @@ def keras_layout_arrays(network: Network) -> dict[str, np.ndarray]:
     """
     orders = _flatten_orders(network)
     state = network.state_dict()
-    in_shapes = dict(zip(network.layer_names, [network.input_shape, *network.shapes]))
-    return {f"{plan.keras_name}/{w}": _to_keras(state[f"{plan.keras_name}.{plan.targets[w]}"], plan, w,
+    in_shapes = _in_shapes(network)
+    return {f"{plan.keras_name}/{w}": _to_keras(state[_state_key(plan.keras_name, plan.targets[w])], plan, w,
                                                  orders.get(plan.keras_name), in_shapes[plan.keras_name])
             for plan in _graftnet_plans(network) for w in plan.weights if w not in plan.dropped}
 
@@ -1496,7 +1647,7 @@ def keras_layout_mapping(network: Network) -> tuple[dict[str, str], dict[str, Tr
     for plan in _graftnet_plans(network):
         for weight in [w for w in plan.weights if w not in plan.dropped]:
             key = f"{plan.keras_name}/{weight}"
-            rename[key] = f"{plan.keras_name}.{plan.targets[weight]}"
+            rename[key] = _state_key(plan.keras_name, plan.targets[weight])
             if weight in plan.transforms:
                 transforms[key] = plan.transforms[weight]
     return rename, transforms
@@ -1528,7 +1679,7 @@ def load_keras_weights(network: Network, path: str | Path, *, strict: bool = Tru
                 raise
             raise _fail(kfile.source, f"has a malformed model config ({brief_error(err)})") from None
     elif kfile.legacy is not None:
-        by_layer = kfile.legacy
+        by_layer = _legacy_by_path(kfile.legacy, None)
     else:
         by_layer = _v3_by_name(kfile.v3 or [], plans, notes)
     tensors: dict[str, Any] = {}
@@ -1546,11 +1697,11 @@ def load_keras_weights(network: Network, path: str | Path, *, strict: bool = Tru
             if weight in plan.dropped:
                 notes.append(f"{key} left out (graftnet keeps no {weight})")
                 continue
-            tensors[key], rename[key] = array, f"{layer}.{plan.targets[weight]}"
+            tensors[key], rename[key] = array, _state_key(layer, plan.targets[weight])
             if weight in plan.transforms:
                 transforms[key] = plan.transforms[weight]
         for weight in [w for w in plan.weights if w not in named and named and w not in plan.dropped]:
-            key, target = f"{layer}/({weight}={plan.optional[weight]:g})", f"{layer}.{plan.targets[weight]}"
+            key, target = f"{layer}/({weight}={plan.optional[weight]:g})", _state_key(layer, plan.targets[weight])
             tensors[key] = torch.full_like(network.state_dict()[target], plan.optional[weight])
             rename[key] = target
             notes.append(f"{layer}: the file has no {weight} (Keras center/scale=False); "
