@@ -40,6 +40,7 @@ cannot reproduce exactly (``groups``, Keras 2's hard_sigmoid, ...) names the lay
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import io
 import json
@@ -1977,6 +1978,184 @@ def _weights_h5(network: Network, layers: list[_KerasLayer]) -> bytes:
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------------ graphs: a functional model
+_Tensor = tuple[str, list[int]]  # a Keras tensor: the name of the layer that makes it, its shape (Keras order)
+
+
+@dataclass
+class _KerasModel:
+    """A functional Keras model to write: the whole network, or one nested block of it."""
+
+    name: str
+    input_name: str
+    input_shape: list[int]
+    items: list[Any]  # (_KerasLayer, inbound tensors) or (_KerasModel, inbound tensors), in model.layers order
+    output: str
+    trainable: bool
+
+
+def _merge_out(spec: MergeSpec, name: str, frozen: bool, in_shapes: list[tuple[int, ...]]) -> _KerasLayer:
+    base = {"name": name, "trainable": not frozen, "dtype": "float32"}
+    cls = {Add: "Add", Subtract: "Subtract", Multiply: "Multiply", Average: "Average", Maximum: "Maximum",
+           Minimum: "Minimum", Concatenate: "Concatenate"}.get(type(spec))  # type: ignore[call-overload]
+    if cls is None:
+        raise ImportFormatError(f"layer {spec.name!r} ({spec.type}) has no Keras export")
+    if isinstance(spec, Concatenate):
+        rank = len(in_shapes[0]) + 1
+        axis = spec.axis % rank
+        base["axis"] = {1: -1, 2: 1, 3: 2}[axis] if rank == 4 else axis  # graftnet (N, C, H, W) -> Keras (N, H, W, C)
+    return _KerasLayer(cls, base)
+
+
+def _model_members(network: Network) -> dict[str, list[str]]:
+    """For the network ('') and each block: its layers and directly nested blocks, in order."""
+    members: dict[str, list[str]] = {"": [], **{b: [] for b in network.blocks}}
+    for name in network.layer_names:
+        parts = name.split("/")
+        for k in range(len(parts)):
+            parent, child = "/".join(parts[:k]), "/".join(parts[:k + 1])
+            if not members[parent] or members[parent][-1] != child:
+                if child in members[parent]:
+                    raise ImportFormatError(f"cannot export to Keras: the layers of block {child!r} are not "
+                                            f"contiguous in network {network.name!r}, so it is not one nested model")
+                members[parent].append(child)
+    return members
+
+
+def _keras_model(network: Network, path: str, members: dict[str, list[str]], arrays: dict[str, np.ndarray],
+                 weight_names: dict[str, list[str]]) -> _KerasModel:
+    prefix = path + "/" if path else ""
+    inside = set(network.block(path)) if path else set(network.layer_names)
+    if path:
+        external = sorted({s for n in inside for s in network.inputs_of(n) if s not in inside})
+        outputs = [n for n in network.block(path)
+                   if n == network.output_name or any(r not in inside for r in network.readers_of(n))]
+        if len(external) != 1 or len(outputs) != 1:
+            raise ImportFormatError(f"cannot export to Keras: block {path!r} reads {format_names(external)} and "
+                                    f"is read at {format_names(outputs)}; a nested Keras model has one input and "
+                                    f"one output")
+        leaf = path.rsplit("/", 1)[-1]
+        input_name = network.block_inputs.get(path) or f"{leaf}_input"
+        input_shape, output = _keras_shape(network.shape_of(external[0])), outputs[0]
+    else:
+        leaf, input_name = network.name, network.input_name
+        input_shape, output = _keras_shape(network.input_shape), network.output_name
+    frozen = set(network.frozen)
+    made: dict[str, _Tensor] = {}  # graftnet path -> the Keras tensor holding its output in this model
+
+    def tensor(src: str) -> _Tensor:
+        if src not in inside:
+            return (input_name, input_shape)
+        rel = src[len(prefix):]
+        if "/" in rel:  # the output of a nested block: the nested model's name
+            return (rel.split("/", 1)[0], _keras_shape(network.shape_of(src)))
+        return made[src]
+
+    items: list[Any] = []
+    for member in members[path]:
+        if member in members:  # a nested block
+            sub = _keras_model(network, member, members, arrays, weight_names)
+            sub_layers = set(network.block(member))
+            reads = sorted({s for n in sub_layers for s in network.inputs_of(n) if s not in sub_layers})
+            items.append((sub, [tensor(reads[0])]))  # (_keras_model checked that there is one)
+            continue
+        spec, name = copy.copy(network.spec_of(member)), member[len(prefix):]
+        spec.name = name
+        sources = network.inputs_of(member)
+        in_shapes = [network.shape_of(s) for s in sources]
+        inbound = [tensor(s) for s in sources]
+        out_shape = _keras_shape(network.shape_of(member))
+        if spec.merges:
+            layer = _merge_out(spec, name, member in frozen, in_shapes)  # type: ignore[arg-type]
+            layer.input_shape = [_keras_shape(s) for s in in_shapes]  # type: ignore[assignment]
+            items.append((layer, inbound))
+            made[member] = (name, out_shape)
+            continue
+        weights = [arrays[f"{member}/{w}"] for w in weight_names.get(member, [])]
+        layers = _export_layer(spec, member in frozen, weights, in_shapes[0])
+        for k, layer in enumerate(layers):
+            if layer.input_shape is None:  # a split-off activation runs on the layer's output
+                layer.input_shape = _keras_shape(in_shapes[0]) if layer.config["name"] == name else out_shape
+            items.append((layer, inbound))
+            following = layers[k + 1].input_shape if k + 1 < len(layers) else None
+            inbound = [(layer.config["name"], following if following is not None else out_shape)]
+        made[member] = inbound[0]
+    names = [input_name] + [item.name if isinstance(item, _KerasModel) else item.config["name"] for item, _ in items]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ImportFormatError(f"cannot export to Keras: layer name(s) {', '.join(clash)} would repeat in "
+                                f"{'block ' + repr(path) if path else 'the model'} (an activation split into its own "
+                                f"layer takes the name <layer>_activation, a padding <layer>_padding)")
+    trainable = not path or not inside <= frozen
+    return _KerasModel(leaf, input_name, input_shape, items, tensor(output)[0], trainable)
+
+
+def _keras_tensor(t: _Tensor) -> dict[str, Any]:
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": [None, *t[1]], "dtype": "float32", "keras_history": [t[0], 0, 0]}}
+
+
+def _functional_config(model: _KerasModel) -> dict[str, Any]:
+    layers = [{**_keras_object("keras.layers", "InputLayer", {
+        "batch_shape": [None, *model.input_shape], "dtype": "float32", "sparse": False, "name": model.input_name}),
+        "name": model.input_name, "inbound_nodes": []}]
+    for item, inbound in model.items:
+        if isinstance(item, _KerasModel):
+            entry = _functional_config(item)
+            args: list[Any] = [_keras_tensor(inbound[0])]
+        else:
+            entry = _keras_object("keras.layers", item.class_name, item.config)
+            merge = item.class_name in _MERGES
+            entry["build_config"] = {"input_shape": [[None, *s] for s in item.input_shape] if merge  # type: ignore[union-attr]
+                                     else [None, *(item.input_shape or [])]}
+            args = [[_keras_tensor(t) for t in inbound]] if merge else [_keras_tensor(inbound[0])]
+        entry["name"] = item.name if isinstance(item, _KerasModel) else item.config["name"]
+        entry["inbound_nodes"] = [{"args": args, "kwargs": {}}]
+        layers.append(entry)
+    out = _keras_object("keras.src.models.functional", "Functional", {
+        "name": model.name, "trainable": model.trainable, "layers": layers,
+        "input_layers": [model.input_name, 0, 0], "output_layers": [model.output, 0, 0]})
+    out["registered_name"] = "Functional"
+    return out
+
+
+def _functional_weights(network: Network, model: _KerasModel) -> bytes:
+    """model.weights.h5 of a functional model: layers/<snake class>[_k]/vars/<i> over model.layers
+    (its InputLayer first), a nested model's under layers/functional[_k]/layers/..."""
+    buffer = io.BytesIO()
+
+    def write(h5: h5py.File, where: str, km: _KerasModel) -> None:
+        entries: list[Any] = [None] + [item for item, _ in km.items]
+        classes = ["InputLayer"] + ["Functional" if isinstance(i, _KerasModel) else i.class_name for i in entries[1:]]
+        for item, path in zip(entries, _v3_paths(classes)):
+            full = f"{where}/{path}" if where else path
+            group = h5.create_group(full).create_group("vars")
+            if item is None:
+                group.attrs["name"] = km.input_name
+            elif isinstance(item, _KerasModel):
+                group.attrs["name"] = item.name
+                write(h5, full, item)
+            else:
+                group.attrs["name"] = item.config["name"]
+                for i, array in enumerate([] if item.class_name == "Normalization" else item.weights):
+                    group.create_dataset(str(i), data=array.astype(np.float32))
+
+    with h5py.File(buffer, "w") as h5:
+        h5.create_group("vars").attrs["name"] = network.name
+        write(h5, "", model)
+    return buffer.getvalue()
+
+
+def _export_functional(network: Network) -> tuple[dict[str, Any], bytes]:
+    arrays = keras_layout_arrays(network)
+    weight_names = {plan.keras_name: [w for w in plan.weights if w not in plan.dropped]
+                    for plan in _graftnet_plans(network)}
+    model = _keras_model(network, "", _model_members(network), arrays, weight_names)
+    config = _functional_config(model)
+    config["build_config"] = {"input_shape": [None, *model.input_shape]}
+    return config, _functional_weights(network, model)
+
+
 def save_keras(network: Network, path: str | Path) -> Path:
     """Export ``network`` as a Keras 3 ``.keras`` archive (``keras.models.load_model`` reads it).
 
@@ -1991,9 +2170,11 @@ def save_keras(network: Network, path: str | Path) -> Path:
     if not isinstance(network, Network):
         raise TypeError(f"save_keras needs a graftnet Network, got {type(network).__name__}")
     path = Path(path)
-    layers = _export_layers(network)
-    config = _keras_config(network, layers)
-    weights = _weights_h5(network, layers)
+    if network.is_chain and not network.blocks:
+        layers = _export_layers(network)
+        config, weights = _keras_config(network, layers), _weights_h5(network, layers)
+    else:
+        config, weights = _export_functional(network)
     metadata = {"keras_version": "3.0.0", "date_saved": _dt.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
                 "exported_by": "graftnet"}
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
