@@ -331,3 +331,16 @@ def test_export_refuses_a_block_that_is_not_one_nested_model(tmp_path):
     with pytest.raises(ImportFormatError, match=r"block 'inner' reads input and is read at inner/a, inner/b"):
         save_keras(net, tmp_path / "leaky.keras")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batchnorm_on_a_large_image_is_not_taken_for_a_corrupt_config(tmp_path):
+    """The guard against configs that ask for far more parameters than the file holds counts
+    BatchNorm as four vectors over the channels, not over every pixel (ResNet50 at 224x224)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((200, 200, 1)), L.Conv2D(1, 1, name="conv"), L.BatchNormalization(name="bn"),
+                              L.LayerNormalization(name="ln"), L.GlobalAveragePooling2D(name="gap")])
+    randomize_statistics(model)
+    model.save(tmp_path / "big.keras")
+    net, report = load_keras(tmp_path / "big.keras")
+    x = np.random.default_rng(0).normal(size=(2, 200, 200, 1)).astype("float32")
+    assert report.ok and parity(net, model, x)[0] <= 1e-5

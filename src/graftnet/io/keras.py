@@ -1360,8 +1360,12 @@ def _n_params(spec: LayerSpec, in_shape: tuple[int, ...]) -> int:
         kh, kw = _pair2(spec.kernel_size)
         channels = in_shape[0] * spec.depth_multiplier
         return channels * kh * kw + channels * spec.filters + spec.filters
-    if isinstance(spec, (BatchNorm, LayerNormalization, Normalization)):
-        return 4 * math.prod(in_shape)  # at most: per-axis vectors are never larger than the input
+    if isinstance(spec, BatchNorm):
+        return 4 * in_shape[0]  # scale, shift, mean, variance per channel
+    if isinstance(spec, (LayerNormalization, Normalization)):  # two vectors over the normalised / kept axes
+        axes = () if spec.axis is None else (spec.axis,) if isinstance(spec.axis, int) else tuple(spec.axis)
+        rank = len(in_shape) + 1
+        return 2 * math.prod(in_shape[a % rank - 1] for a in axes if 0 < a % rank < rank)
     return 0
 
 
