@@ -19,6 +19,22 @@ Conversion is explicit, layer by layer, and keeps Keras' layer names:
 - BatchNormalization keeps gamma/beta/moving statistics and epsilon; PyTorch's momentum is
   ``1 - keras_momentum``.
 
+Graphs and nested models:
+
+- a functional model's layers read what their inbound nodes name (``inputs=[...]``); Add,
+  Subtract, Multiply, Average, Maximum, Minimum and Concatenate become graftnet's merge
+  layers (Keras' channels-last ``axis=-1`` is graftnet's channels axis 1). Keras' layer order
+  and names are kept, the network's ``input_name`` is the InputLayer's name, and
+  ``block_inputs`` records which models list an InputLayer first, so that
+  ``net.select("vgg16.layers[15:]")`` picks what Keras' ``vgg16.layers[15:]`` holds;
+- a model nested in another (``Sequential([VGG16(include_top=False), Flatten(), ...])``) is
+  spelled out in place: its layers are named ``vgg16/block1_conv1``, ..., read what the
+  nested model reads, and are frozen if it (or they) had ``trainable=False``. Its weights are
+  found under the nested model's group in a legacy ``.h5`` (weight names such as
+  ``block1_conv1/kernel``) and under ``layers/functional/layers/...`` in a ``.keras`` file;
+- a layer called more than once (a shared layer) is refused, naming it: graftnet layers are
+  called once. So are models with several inputs or outputs.
+
     >>> net, report = load_keras("mnist_cnn.keras")      # or "mnist_cnn.h5"
     >>> print(report)                                      # every key that was loaded
     >>> save_keras(net, "back.keras")                      # keras.models.load_model reads it
@@ -2163,8 +2179,11 @@ def _export_functional(network: Network) -> tuple[dict[str, Any], bytes]:
 def save_keras(network: Network, path: str | Path) -> Path:
     """Export ``network`` as a Keras 3 ``.keras`` archive (``keras.models.load_model`` reads it).
 
-    The Keras model is a Sequential with channels-last images: a graftnet input (C, H, W)
-    becomes a Keras input (H, W, C). Frozen layers are saved with ``trainable=False``. An
+    A chain is written as a Sequential, any other graph as a functional model (each layer
+    with its inbound node; merge layers as Keras' Add, Concatenate, ...), and each nested
+    block as a nested functional model whose layers keep their names without the block's
+    path (``vgg16/block1_conv1`` is ``block1_conv1`` inside the Keras model ``vgg16``). Images
+    are channels-last: a graftnet input (C, H, W) becomes a Keras input (H, W, C). Frozen layers are saved with ``trainable=False``. An
     activation with a parameter (``leaky_relu(0.1)``, ``elu(0.5)``) inside a Dense or Conv2d
     becomes a separate Keras layer named ``<layer>_activation``. The file is written to a
     temporary name and renamed, so a failed export leaves nothing behind.
