@@ -85,40 +85,45 @@ def inputs_for(name: str, n: int = 4, seed: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def family_files(tmp_path_factory):
-    """Build each (family, include_top) once, on first use: (model, {suffix: path})."""
+    """Build each (family, include_top) once and save each format once, on first use: (model, path)."""
     made: dict[tuple[str, bool], tuple[keras.Model, dict[str, Path]]] = {}
     folder = tmp_path_factory.mktemp("families")
 
-    def get(name: str, top: bool) -> tuple[keras.Model, dict[str, Path]]:
+    def get(name: str, top: bool, suffix: str) -> tuple[keras.Model, Path]:
         if (name, top) not in made:
             keras.utils.set_random_seed(0)
             options = {"classes": 10} if top else {}
             model = FAMILIES[name](weights=None, include_top=top, input_shape=(SIZE, SIZE, 3), **options)
             randomize_statistics(model)
-            paths = {suffix: folder / f"{name}_{'top' if top else 'notop'}.{suffix}" for suffix in ("h5", "keras")}
-            for path in paths.values():
-                model.save(path)
-            made[name, top] = model, paths
-        return made[name, top]
+            made[name, top] = model, {}
+        model, paths = made[name, top]
+        if suffix not in paths:
+            paths[suffix] = folder / f"{name}_{'top' if top else 'notop'}.{suffix}"
+            model.save(paths[suffix])
+        return model, paths[suffix]
 
     return get
 
 
 # ------------------------------------------------------------------ families
-@pytest.mark.parametrize("suffix", ["h5", "keras"])
-@pytest.mark.parametrize("top", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["notop", "top"])
-@pytest.mark.parametrize("name", list(FAMILIES))
+# Without the top: every family in both formats. With it (a few more layers of kinds the rest
+# covers): each family in one format, alternating, marked slow; bench/keras_import.py runs the grid.
+CASES = [(name, False, suffix) for name in FAMILIES for suffix in ("h5", "keras")] + [
+    pytest.param(name, True, ("h5", "keras")[k % 2], marks=pytest.mark.slow) for k, name in enumerate(FAMILIES)]
+
+
+@pytest.mark.parametrize("name, top, suffix", CASES)
 def test_application_family_outputs_match_keras(family_files, name, top, suffix):
-    model, paths = family_files(name, top)
-    net, report = load_keras(paths[suffix])
+    model, path = family_files(name, top, suffix)
+    net, report = load_keras(path)
     assert report.ok and not report.unexpected
     diff, scale = parity(net, model, inputs_for(name))
     assert diff <= 1e-4 and diff <= 1e-5 * max(scale, 1.0), f"{name}: max abs difference {diff:.3g} (scale {scale:.3g})"
 
 
 def test_resnet50_keeps_keras_layer_order_and_keras_list_selectors(family_files):
-    model, paths = family_files("resnet50", False)
-    net, _ = load_keras(paths["keras"])
+    model, path = family_files("resnet50", False, "keras")
+    net, _ = load_keras(path)
     assert net.keras_layers() == [layer.name for layer in model.layers]  # the InputLayer first, as in Keras
     assert net.input_name == model.layers[0].name and net.block_inputs == {"": model.layers[0].name}
     picked = net.select("layers[150:]")
@@ -129,8 +134,8 @@ def test_resnet50_keeps_keras_layer_order_and_keras_list_selectors(family_files)
 
 
 def test_densenet_concatenate_axis_is_channels(family_files):
-    _, paths = family_files("densenet121", False)
-    net, _ = load_keras(paths["h5"])
+    _, path = family_files("densenet121", False, "h5")
+    net, _ = load_keras(path)
     concat = net.spec_of("conv2_block1_concat")
     assert isinstance(concat, Concatenate) and concat.axis == 1  # Keras' NHWC axis -1 is graftnet's NCHW 1
     assert net.shape_of("conv2_block1_concat")[0] == 96
