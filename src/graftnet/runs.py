@@ -304,19 +304,24 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
     With ``resume=True`` training continues from ``run/checkpoint`` (written after every
     epoch) and ends with the same weights as a run that was never interrupted.
     """
+    from graftnet import distributed
     from graftnet import recipe as recipes
     from graftnet.train import fit
 
     t0 = time.perf_counter()
+    world = distributed.current()  # under torchrun rank 0 alone writes the run's files
     data = data if data is not None else recipes.build_data(recipe)
     model = model if model is not None else recipes.build_model(recipe, data)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_recipe(recipe)
     history = History()
-    callbacks: list[Any] = [lambda row, _model: run.write_history(history)]
-    logger = TensorBoardLogger(run.tensorboard_dir) if recipe["output"]["tensorboard"] else None
-    if logger is not None:
-        callbacks.append(logger)
+    callbacks: list[Any] = []
+    logger = None
+    if world.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_recipe(recipe)
+        callbacks.append(lambda row, _model: run.write_history(history))
+        logger = TensorBoardLogger(run.tensorboard_dir) if recipe["output"]["tensorboard"] else None
+        if logger is not None:
+            callbacks.append(logger)
     checkpoint = run.checkpoint_dir if recipe["output"]["checkpoint"] else None
     try:
         fit(model, data, **recipes.fit_kwargs(recipe), checkpoint=checkpoint, resume=resume,
@@ -336,11 +341,15 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
         "examples": {name: len(getattr(data, name)) for name in ("train", "valid", "test")
                      if getattr(data, name) is not None},
     }
-    run.write_history(history)
-    run.write_metrics(metrics)
-    run.plot_learning_curves(history, title=f"{recipe['output']['name']}: {model.name} on {data.name}")
-    save_model(model, run.model_dir, metadata={
-        "data": data.source, "data_name": data.name, "task": data.task, "classes": data.classes,
-        "metrics": {k: metrics[k] for k in ("train", "valid", "test") if k in metrics},
-        "recipe": recipe, "run": str(run.path)})
+    if world.active:
+        metrics["processes"] = world.size
+    if world.is_main:
+        run.write_history(history)
+        run.write_metrics(metrics)
+        run.plot_learning_curves(history, title=f"{recipe['output']['name']}: {model.name} on {data.name}")
+        save_model(model, run.model_dir, metadata={
+            "data": data.source, "data_name": data.name, "task": data.task, "classes": data.classes,
+            "metrics": {k: metrics[k] for k in ("train", "valid", "test") if k in metrics},
+            "recipe": recipe, "run": str(run.path)})
+    distributed.barrier(world)  # the run's files are complete when any rank returns
     return RunResult(run, model, data, history, metrics)

@@ -36,6 +36,7 @@ examples:
   graftnet train examples/recipes/fashion_mlp.toml --epochs 5 --seed 1      # flags override the recipe
   graftnet train examples/recipes/fashion_mlp.toml --resume                 # continue the latest run
   graftnet train --resume runs/fashion_mlp-20250101-120000                  # continue that run
+  torchrun --nproc-per-node 2 -m graftnet train examples/recipes/fashion_mlp.toml   # data-parallel (DDP)
   graftnet train --data digits --hidden 64 32 --epochs 20 --optimizer adam --lr 0.001
 
 A run writes runs/<name>-<time>/: recipe.toml (every default filled in), metrics.json,
@@ -160,6 +161,17 @@ def _finished_message(result: Any) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from graftnet import distributed
+
+    world = distributed.init_from_env(args.device)  # under torchrun: join the other ranks
+    try:
+        return _train(args, world)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, world: Any) -> int:
+    from graftnet import distributed
     from graftnet import recipe as recipes
     from graftnet.runs import RunDir, train_run
 
@@ -189,15 +201,22 @@ def run_train(args: argparse.Namespace) -> int:
         recipe["output"]["name"] = run_dir.read_recipe().get("output", {}).get("name", recipe["output"]["name"])
     data = recipes.build_data(recipe)  # bad data or a bad model: an error before any folder is made
     model = recipes.build_model(recipe, data)
-    run = run_dir or RunDir.create(recipe["output"]["dir"], recipe["output"]["name"])
-    print(f"run folder: {run.path}", file=sys.stderr)
+    if world.active:  # a world the data cannot be split across: an error before any folder is made
+        distributed.check_splittable(len(data.train), recipe["train"]["batch_size"], world)
+    resume = run_dir is not None
+    if world.is_main:
+        run = run_dir or RunDir.create(recipe["output"]["dir"], recipe["output"]["name"])
+        print(f"run folder: {run.path}" + (f" ({world.size} processes)" if world.active else ""), file=sys.stderr)
+    run = RunDir(distributed.broadcast_text(str(run.path) if world.is_main else "", world))  # rank 0's folder
     try:
-        result = train_run(recipe, run, data=data, model=model, resume=run_dir is not None,
+        result = train_run(recipe, run, data=data, model=model, resume=resume,
                            verbose=False if args.quiet else None)
     except KeyboardInterrupt:
-        print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
+        if world.is_main:
+            print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
         raise
-    print(_finished_message(result))
+    if world.is_main:
+        print(_finished_message(result))
     return 0
 
 
