@@ -274,6 +274,17 @@ class TensorBoardLogger:
 
 
 # ---------------------------------------------------------------- the run
+def _mlflow_logger(recipe: dict[str, Any], run: RunDir) -> Any:
+    """The MLflow logger ``[output] mlflow`` asks for (``true``: the local store in the runs folder), or None."""
+    setting = recipe["output"].get("mlflow", False)
+    if setting is False or setting == "":
+        return None
+    from graftnet.tracking import MLflowLogger
+
+    return MLflowLogger(None if setting is True else setting, experiment=recipe["output"]["name"],
+                        run_name=run.path.name, run_dir=run.path, params=recipe, runs_dir=recipe["output"]["dir"])
+
+
 @dataclass
 class RunResult:
     """What ``train_run`` returns: the trained model, its history, data and metrics."""
@@ -314,18 +325,22 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
     model = model if model is not None else recipes.build_model(recipe, data)
     history = History()
     callbacks: list[Any] = []
-    logger = None
+    logger = tracker = None
     if world.is_main:
+        tracker = _mlflow_logger(recipe, run)  # a store that cannot be opened: an error before any file
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_recipe(recipe)
         callbacks.append(lambda row, _model: run.write_history(history))
         logger = TensorBoardLogger(run.tensorboard_dir) if recipe["output"]["tensorboard"] else None
-        if logger is not None:
-            callbacks.append(logger)
+        callbacks += [c for c in (logger, tracker) if c is not None]
     checkpoint = run.checkpoint_dir if recipe["output"]["checkpoint"] else None
     try:
         fit(model, data, **recipes.fit_kwargs(recipe), checkpoint=checkpoint, resume=resume,
             history=history, callbacks=callbacks, verbose=verbose)
+    except BaseException as err:
+        if tracker is not None:
+            tracker.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if logger is not None:
             logger.close()
@@ -351,5 +366,8 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
             "data": data.source, "data_name": data.name, "task": data.task, "classes": data.classes,
             "metrics": {k: metrics[k] for k in ("train", "valid", "test") if k in metrics},
             "recipe": recipe, "run": str(run.path)})
+        if tracker is not None:
+            tracker.log_run_dir(run.path)
+            tracker.close()
     distributed.barrier(world)  # the run's files are complete when any rank returns
     return RunResult(run, model, data, history, metrics)

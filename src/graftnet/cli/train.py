@@ -48,7 +48,7 @@ recipe sections and keys (see examples/recipes/):
   [data]    source, root, classes, exclude, positive, train_size, valid_size, test_size
   [train]   epochs, batch_size, optimizer, schedule, metrics, clip_norm, clip_value,
             early_stopping, augment, seed, device, cache, precision
-  [output]  dir, name, tensorboard, checkpoint"""
+  [output]  dir, name, tensorboard, checkpoint, mlflow (true or a tracking URI)"""
 
 EVALUATE_EPILOG = """\
 examples:
@@ -115,6 +115,9 @@ def _register_train(subparsers: Any) -> None:
     out.add_argument("--name", help="run name (default: the recipe's file name)")
     out.add_argument("--tensorboard", action="store_const", const=True, default=None,
                      help="also write TensorBoard event files")
+    out.add_argument("--mlflow", nargs="?", const=True, default=None, metavar="URI",
+                     help="log parameters, metrics, the run folder and the model to MLflow "
+                          "(default store: sqlite:///<output dir>/mlflow.db)")
     out.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=run_train)
 
@@ -130,7 +133,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, key) is not None}
     if "hidden" in model:  # each --hidden word is a list: "300 100" and "300,100" both give [300, 100]
         model["hidden"] = [units for word in model["hidden"] for units in word]
-    output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard}
+    output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard, "mlflow": args.mlflow}
     sections = {"model": model, "data": data_overrides(args), "train": train,
                 "output": {k: v for k, v in output.items() if v is not None}}
     return {k: v for k, v in sections.items() if v}
