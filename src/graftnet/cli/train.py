@@ -225,7 +225,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
 
 # What a resumed run may change: how far it trains and where; everything else is fixed by
 # the checkpoint (optimizer state and learning rate, schedule, RNG streams, batch order).
-RESUMABLE = {"train": ("epochs", "device", "cache"), "output": ("dir", "name", "tensorboard")}
+RESUMABLE = {"train": ("epochs", "device", "cache"), "output": ("dir", "name", "tensorboard", "mlflow")}
 
 
 def _check_same_run(run: Any, recipe: dict[str, Any]) -> None:
