@@ -48,6 +48,10 @@ def test_train_with_mlflow_logs_params_metrics_per_epoch_and_the_run_folder(tmp_
     assert top == {"recipe.toml", "metrics.json", "history.csv", "learning_curves.png", "model"}  # no checkpoint
     model = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/spec.json", "model/weights.safetensors", "model/metadata.json"} <= model
+    # a resume of the same run folder continues this MLflow run instead of starting another
+    again = MLflowLogger(default_uri(runs), experiment="tiny", run_dir=run_dir)
+    assert again.run_id == run.info.run_id
+    again.close()
 
 
 def test_a_store_that_cannot_be_opened_is_one_error_naming_it(tmp_path, capsys):
