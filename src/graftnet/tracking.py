@@ -87,6 +87,8 @@ class MLflowLogger:
                 experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
             run = self._existing_run(experiment_id)
             resumed = run is not None
+            if resumed:
+                self.client.update_run(run.info.run_id, status="RUNNING")
             if run is None:
                 tags = {RUN_DIR_TAG: str(self.run_dir)} if self.run_dir is not None else {}
                 run = self.client.create_run(experiment_id, run_name=run_name, tags=tags)
