@@ -100,6 +100,7 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "name": ("str", None),  # default: the recipe file's name without .toml
         "tensorboard": ("bool", False),
         "checkpoint": ("bool", True),
+        "mlflow": ("bool|str", False),  # true: sqlite:///<dir>/mlflow.db; or any MLflow tracking URI
     },
 }
 
@@ -124,6 +125,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "list[table]": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of tables"),
     "float|false": (lambda v: v is False or _is_float(v), "a number, or false for none"),
     "int|all": (lambda v: v == "all" or (_is_int(v) and v >= 0), 'a count >= 0, or "all"'),
+    "bool|str": (lambda v: isinstance(v, (bool, str)), "true, false or a URI string"),
     "str|table": (lambda v: isinstance(v, (str, dict)), "a name or a table with 'type'"),
     "int|table|false": (lambda v: v is False or _is_int(v) or isinstance(v, dict),
                         "a patience (integer), a table, or false"),

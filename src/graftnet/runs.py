@@ -274,6 +274,17 @@ class TensorBoardLogger:
 
 
 # ---------------------------------------------------------------- the run
+def _mlflow_logger(recipe: dict[str, Any], run: RunDir) -> Any:
+    """The MLflow logger ``[output] mlflow`` asks for (``true``: the local store in the runs folder), or None."""
+    setting = recipe["output"].get("mlflow", False)
+    if setting is False or setting == "":
+        return None
+    from graftnet.tracking import MLflowLogger
+
+    return MLflowLogger(None if setting is True else setting, experiment=recipe["output"]["name"],
+                        run_name=run.path.name, run_dir=run.path, params=recipe, runs_dir=recipe["output"]["dir"])
+
+
 @dataclass
 class RunResult:
     """What ``train_run`` returns: the trained model, its history, data and metrics."""
@@ -304,23 +315,32 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
     With ``resume=True`` training continues from ``run/checkpoint`` (written after every
     epoch) and ends with the same weights as a run that was never interrupted.
     """
+    from graftnet import distributed
     from graftnet import recipe as recipes
     from graftnet.train import fit
 
     t0 = time.perf_counter()
+    world = distributed.current()  # under torchrun rank 0 alone writes the run's files
     data = data if data is not None else recipes.build_data(recipe)
     model = model if model is not None else recipes.build_model(recipe, data)
-    run.path.mkdir(parents=True, exist_ok=True)
-    run.write_recipe(recipe)
     history = History()
-    callbacks: list[Any] = [lambda row, _model: run.write_history(history)]
-    logger = TensorBoardLogger(run.tensorboard_dir) if recipe["output"]["tensorboard"] else None
-    if logger is not None:
-        callbacks.append(logger)
+    callbacks: list[Any] = []
+    logger = tracker = None
+    if world.is_main:
+        tracker = _mlflow_logger(recipe, run)  # a store that cannot be opened: an error before any file
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_recipe(recipe)
+        callbacks.append(lambda row, _model: run.write_history(history))
+        logger = TensorBoardLogger(run.tensorboard_dir) if recipe["output"]["tensorboard"] else None
+        callbacks += [c for c in (logger, tracker) if c is not None]
     checkpoint = run.checkpoint_dir if recipe["output"]["checkpoint"] else None
     try:
         fit(model, data, **recipes.fit_kwargs(recipe), checkpoint=checkpoint, resume=resume,
             history=history, callbacks=callbacks, verbose=verbose)
+    except BaseException as err:
+        if tracker is not None:
+            tracker.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if logger is not None:
             logger.close()
@@ -336,11 +356,18 @@ def train_run(recipe: dict[str, Any], run: RunDir, *, data: Dataset | None = Non
         "examples": {name: len(getattr(data, name)) for name in ("train", "valid", "test")
                      if getattr(data, name) is not None},
     }
-    run.write_history(history)
-    run.write_metrics(metrics)
-    run.plot_learning_curves(history, title=f"{recipe['output']['name']}: {model.name} on {data.name}")
-    save_model(model, run.model_dir, metadata={
-        "data": data.source, "data_name": data.name, "task": data.task, "classes": data.classes,
-        "metrics": {k: metrics[k] for k in ("train", "valid", "test") if k in metrics},
-        "recipe": recipe, "run": str(run.path)})
+    if world.active:
+        metrics["processes"] = world.size
+    if world.is_main:
+        run.write_history(history)
+        run.write_metrics(metrics)
+        run.plot_learning_curves(history, title=f"{recipe['output']['name']}: {model.name} on {data.name}")
+        save_model(model, run.model_dir, metadata={
+            "data": data.source, "data_name": data.name, "task": data.task, "classes": data.classes,
+            "metrics": {k: metrics[k] for k in ("train", "valid", "test") if k in metrics},
+            "recipe": recipe, "run": str(run.path)})
+        if tracker is not None:
+            tracker.log_run_dir(run.path)
+            tracker.close()
+    distributed.barrier(world)  # the run's files are complete when any rank returns
     return RunResult(run, model, data, history, metrics)

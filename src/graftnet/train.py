@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from graftnet import distributed
 from graftnet.data import Dataset, Split
 from graftnet.errors import ConfigError, ShapeError
 from graftnet.network import Network
@@ -274,7 +275,8 @@ class _Run:
 
 
 def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, augment: Any,
-             metrics: Sequence[str], log_fn: Callable[[str], None], weights_from: Path | None = None) -> _Run:
+             metrics: Sequence[str], log_fn: Callable[[str], None], weights_from: Path | None = None,
+             world: distributed.World = distributed.World()) -> _Run:
     _check_fits(model, data)
     if weights_from is not None:  # resuming: the cached prefix must be computed with the checkpoint's weights
         from graftnet.io.checkpoint import load_model
@@ -295,8 +297,8 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
             before = store.stats()
             t0 = time.perf_counter()
             try:
-                cx = store.features(prefix, train, device=device)
-                cvx = store.features(prefix, valid, device=device) if vx is not None else None
+                cx = _prefix_features(store, prefix, train, device, world)
+                cvx = _prefix_features(store, prefix, valid, device, world) if vx is not None else None
             except cache_mod.CacheUnavailable as err:  # e.g. a read-only or full cache folder
                 cut = 0
                 warnings.warn(f"feature cache not used: {err}; training runs every layer at each step",
@@ -322,6 +324,29 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
     return _Run(model, device, data.task, _output_activation(model), _metric_names(data.task, metrics), start,
                 on_device(x), on_device(train.y), on_device(vx), on_device(valid.y if vx is not None else None),
                 cache_info)
+
+
+def _prefix_features(store: Any, prefix: Network, split: Split, device: torch.device,
+                     world: distributed.World) -> torch.Tensor:
+    """The frozen prefix's output on ``split``: (N, *out_shape). Under DDP each rank computes
+    (or finds in its cache) the features of its shard only and the shards are all-gathered,
+    so the build is split across the ranks; a rank that cannot cache makes every rank go on
+    without the cache."""
+    from graftnet.cache import CacheUnavailable
+
+    if not world.active:
+        return store.features(prefix, split, device=device)
+    start, stop = distributed.rank_slice(len(split), world)
+    part, failure = None, None
+    try:
+        part = store.features(prefix, Split(split.x[start:stop], split.y[start:stop]), device=device)
+    except CacheUnavailable as err:
+        failure = err
+    failed = distributed.all_reduce_sum(torch.tensor([int(failure is not None)], device=distributed.comm_device()))
+    if int(failed.item()):
+        raise failure or CacheUnavailable("another process could not cache its shard of the features")
+    gathered = distributed.all_gather_rows(part.to(distributed.comm_device()), len(split), world)
+    return gathered.to(device)
 
 
 def _make_optimizer(model: Network, spec: OptimizerSpec, device: torch.device, lr_mult, layer_decay) -> torch.optim.Optimizer:
@@ -412,24 +437,37 @@ def fit(
         history: a History to append to (epoch numbers continue), e.g. across stages.
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 only on CUDA).
 
+    Under ``torchrun`` (a process group initialised, e.g. by ``graftnet train`` or
+    ``graftnet.distributed.init_from_env()``), ``fit`` trains with DistributedDataParallel:
+    ``batch_size`` is the global batch, each rank trains on its slice of it, and the weights
+    and History equal one process's with the same batch size (up to float rounding; dropout
+    and BatchNorm statistics are per rank, so models with them train differently). The
+    frozen-prefix cache is built on each rank's shard and gathered. Rank 0 writes the
+    checkpoint; callbacks run on every rank (``distributed.current().is_main`` is rank 0).
+
     Returns the History. A loss that becomes NaN or infinite stops training, puts back
     the weights of the last good epoch and sets ``history.stop_reason``.
     """
     if epochs < 0 or batch_size < 1:
         raise ConfigError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    world = distributed.current()  # more than one process under torchrun
     device = torch.device(device) if device else default_device()
+    if world.active and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", world.local_rank)
     opt_spec = optimizer_from(optimizer, lr)
     sched_spec = schedule_from(schedule)
     stopper = EarlyStopping(patience=early_stopping) if isinstance(early_stopping, int) and not isinstance(early_stopping, bool) else early_stopping
     history = history if history is not None else History()
-    say = _reporter(verbose)
+    say = _reporter(verbose if world.is_main else False)  # one process prints
     model.to(device)
     if seed is not None:
         torch.manual_seed(seed)
     _seed_new_layers(model, seed)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(0, 2**31, (1,))))
+    order_seed = seed if seed is not None else int(torch.randint(0, 2**31, (1,)))
+    # every rank draws the same batch order: rank 0's seed
+    generator = torch.Generator().manual_seed(distributed.broadcast_int(order_seed, world))
     resume_from = _resume_folder(checkpoint) if resume else None
-    run = _prepare(model, data, device, cache, augment, metrics, say, resume_from)
+    run = _prepare(model, data, device, cache, augment, metrics, say, resume_from, world)
     # the model now knows what it is: save_model writes these, predict reads them
     model.info.update(task=data.task, classes=list(data.classes) if data.classes else None,
                       output_activation=run.act, data_name=data.name)
@@ -437,6 +475,7 @@ def fit(
     n = len(run.x)
     if n == 0:
         raise ConfigError(f"data {data.name!r} has no training examples")
+    distributed.check_splittable(n, batch_size, world)
     steps = max(1, math.ceil(n / batch_size))
     opt = _make_optimizer(model, opt_spec, device, lr_mult, layer_decay)
     scheduler = sched_spec.build(opt, epochs, steps) if sched_spec else None
@@ -451,6 +490,7 @@ def fit(
             warnings.warn(message, stacklevel=2)
             say(message)
 
+    net = _data_parallel(model, device, world)  # the model itself in a world of one
     trainable = [p for g in opt.param_groups for p in g["params"]]
     autocast = _autocast(precision, device)
     # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
@@ -459,17 +499,27 @@ def fit(
     epoch_base = len(history) - first_epoch  # epoch numbers continue across fit calls
     use_penalty = any(getattr(s, "l1", 0) or getattr(s, "l2", 0) for s in model.specs)
     use_constraints = model.has_constraints()
-    loss_of = _loss_fn(run.task, run.act, "batch_mean")
+    # one process: each step's mean loss. Several: each rank's summed loss, scaled in the
+    # step by world size / global batch so that DDP's averaged gradients are the global mean's
+    loss_of = _loss_fn(run.task, run.act, "sum" if world.active else "batch_mean")
     predicting = "accuracy" in run.metrics and run.task != "regression"
-    sizes = torch.full((steps,), float(batch_size), device=device)  # examples per step
-    sizes[-1] = n - (steps - 1) * batch_size
+    batches = [(lo, min(n, lo + batch_size)) for lo in range(0, n, batch_size)]  # global [lo, hi) per step
+    mine = _rank_parts(batches, world)  # this rank's [lo, hi) of each global batch (all of it in a world of one)
+    sizes = torch.tensor([float(hi - lo) for lo, hi in batches], device=device)  # examples per step
+    if world.active:
+        sizes.fill_(1.0)  # the steps' losses are sums already
+    offsets = [0]  # where each step's predictions go in this rank's buffer
+    for lo, hi in mine:
+        offsets.append(offsets[-1] + hi - lo)
+    positions = (torch.cat([torch.arange(lo, hi) for lo, hi in mine]).to(device) if world.active else None)
 
-    def train_step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss, backward, update: (the batch's mean loss, its outputs)."""
+    def train_step(xb: torch.Tensor, yb: torch.Tensor, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, update: (the batch's loss, its outputs); ``scale``
+        multiplies the loss that is differentiated (not the one returned)."""
         with autocast:
-            out = model(xb, start=run.start)
+            out = net(xb, start=run.start)
             loss = loss_of(out.float(), yb)
-        objective = loss
+        objective = loss if scale is None else loss * scale
         if use_penalty:
             penalty = model.penalty()
             if penalty is not None:
@@ -493,42 +543,56 @@ def fit(
             model.apply_constraints()
         return loss.detach(), out.detach()
 
-    graphed = _GraphedStep.maybe(train_step, opt, device, augment, sched_spec, clip_value, clip_norm, precision)
+    graphed = None if world.active else _GraphedStep.maybe(train_step, opt, device, augment, sched_spec, clip_value,
+                                                           clip_norm, precision)
 
-    bar = _StepBar.maybe(steps, verbose)
+    bar = _StepBar.maybe(steps, verbose if world.is_main else False)
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)
-        losses = torch.zeros(steps, device=device)  # each step's mean loss, read once per epoch
-        preds = torch.empty(n, device=device, dtype=torch.long if run.task == "multiclass" else torch.bool)
+        # under DDP the ranks augment different examples: each its own stream, drawn from the shared one
+        aug_generator = (torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator))
+                                                       + world.rank) if world.active and augment is not None
+                         else generator)
+        losses = torch.zeros(steps, device=device)  # each step's loss, read once per epoch
+        preds = torch.empty(offsets[-1], device=device, dtype=torch.long if run.task == "multiclass" else torch.bool)
         if bar is not None:
             bar.start(f"epoch {epoch_base + epoch + 1}/{epochs + epoch_base}")
         try:
             for step in range(steps):
                 if bar is not None:
                     bar.advance()
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
+                lo, hi = mine[step]
                 idx = perm[lo:hi]
                 xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
                 if augment is not None:
-                    xb = augment(xb, generator)
+                    xb = augment(xb, aug_generator)
                 lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
-                loss, out = graphed(xb, yb) if graphed is not None and hi - lo == batch_size else train_step(xb, yb)
+                if graphed is not None and hi - lo == batch_size:
+                    loss, out = graphed(xb, yb)
+                else:
+                    global_lo, global_hi = batches[step]
+                    loss, out = train_step(xb, yb, world.size / (global_hi - global_lo) if world.active else None)
                 if scheduler is not None and sched_spec.per_step:
                     scheduler.step()
                 with torch.no_grad():
                     losses[step] = loss
                     if predicting:
-                        _predict_into(run.task, run.act, out, preds[lo:hi])
+                        _predict_into(run.task, run.act, out, preds[offsets[step]:offsets[step + 1]])
         finally:
             if bar is not None:
                 bar.stop()
         with torch.no_grad():
             loss_sum = (losses * sizes).sum()  # non-finite iff a step's loss was
             if predicting:
-                labels = run.y.index_select(0, perm)  # (N,) in this epoch's order
+                order = perm if positions is None else perm[positions]  # this rank's examples, as trained
+                labels = run.y.index_select(0, order)  # (N,) in this epoch's order
                 correct = (preds == (labels if run.task == "multiclass" else labels > 0.5)).sum()
+            if world.active:  # every rank's History is the one-process History
+                totals = distributed.all_reduce_sum(torch.stack([loss_sum.float(), correct.float() if predicting
+                                                                 else loss_sum.new_zeros(())]))
+                loss_sum, correct = totals[0], totals[1]
         if not bool(torch.isfinite(loss_sum)):  # one host sync per epoch
             _put_back(model, good_state)
             history.stop_reason = (f"loss became non-finite in epoch {epoch + 1}; training stopped and the "
@@ -571,8 +635,10 @@ def fit(
                 wait += 1
                 stop = wait >= stopper.patience
         if checkpoint:
-            _save(Path(checkpoint), model, opt, scheduler, generator, history, epoch + 1, best, best_state, wait,
-                  data)
+            if world.is_main:  # the others wait, then a resume on any rank reads a complete checkpoint
+                _save(Path(checkpoint), model, opt, scheduler, generator, history, epoch + 1, best, best_state, wait,
+                      data)
+            distributed.barrier(world)
         if stop:
             history.stop_reason = (f"early stopping: {stopper.monitor} did not improve for {stopper.patience} "
                                    f"epochs (best {best:.4f})")
@@ -581,6 +647,25 @@ def fit(
     if stopper is not None and stopper.restore_best and best_state is not None:
         _put_back(model, best_state)
     return history
+
+
+def _rank_parts(batches: list[tuple[int, int]], world: distributed.World) -> list[tuple[int, int]]:
+    """This rank's ``[lo, hi)`` of each global batch ``[lo, hi)`` (contiguous, as torch.tensor_split)."""
+    parts = []
+    for lo, hi in batches:
+        start, stop = distributed.rank_slice(hi - lo, world)
+        parts.append((lo + start, lo + stop))
+    return parts
+
+
+def _data_parallel(model: Network, device: torch.device, world: distributed.World) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel when several processes train it (DDP
+    broadcasts rank 0's weights first and averages the gradients in backward), else ``model``."""
+    if not world.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 class _GraphedStep:

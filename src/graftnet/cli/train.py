@@ -36,6 +36,7 @@ examples:
   graftnet train examples/recipes/fashion_mlp.toml --epochs 5 --seed 1      # flags override the recipe
   graftnet train examples/recipes/fashion_mlp.toml --resume                 # continue the latest run
   graftnet train --resume runs/fashion_mlp-20250101-120000                  # continue that run
+  torchrun --nproc-per-node 2 -m graftnet train examples/recipes/fashion_mlp.toml   # data-parallel (DDP)
   graftnet train --data digits --hidden 64 32 --epochs 20 --optimizer adam --lr 0.001
 
 A run writes runs/<name>-<time>/: recipe.toml (every default filled in), metrics.json,
@@ -47,7 +48,7 @@ recipe sections and keys (see examples/recipes/):
   [data]    source, root, classes, exclude, positive, train_size, valid_size, test_size
   [train]   epochs, batch_size, optimizer, schedule, metrics, clip_norm, clip_value,
             early_stopping, augment, seed, device, cache, precision
-  [output]  dir, name, tensorboard, checkpoint"""
+  [output]  dir, name, tensorboard, checkpoint, mlflow (true or a tracking URI)"""
 
 EVALUATE_EPILOG = """\
 examples:
@@ -114,6 +115,9 @@ def _register_train(subparsers: Any) -> None:
     out.add_argument("--name", help="run name (default: the recipe's file name)")
     out.add_argument("--tensorboard", action="store_const", const=True, default=None,
                      help="also write TensorBoard event files")
+    out.add_argument("--mlflow", nargs="?", const=True, default=None, metavar="URI",
+                     help="log parameters, metrics, the run folder and the model to MLflow "
+                          "(default store: sqlite:///<output dir>/mlflow.db)")
     out.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
     parser.set_defaults(func=run_train)
 
@@ -129,7 +133,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
              if getattr(args, key) is not None}
     if "hidden" in model:  # each --hidden word is a list: "300 100" and "300,100" both give [300, 100]
         model["hidden"] = [units for word in model["hidden"] for units in word]
-    output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard}
+    output = {"dir": args.output_dir, "name": args.name, "tensorboard": args.tensorboard, "mlflow": args.mlflow}
     sections = {"model": model, "data": data_overrides(args), "train": train,
                 "output": {k: v for k, v in output.items() if v is not None}}
     return {k: v for k, v in sections.items() if v}
@@ -160,6 +164,17 @@ def _finished_message(result: Any) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from graftnet import distributed
+
+    world = distributed.init_from_env(args.device)  # under torchrun: join the other ranks
+    try:
+        return _train(args, world)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, world: Any) -> int:
+    from graftnet import distributed
     from graftnet import recipe as recipes
     from graftnet.runs import RunDir, train_run
 
@@ -189,21 +204,28 @@ def run_train(args: argparse.Namespace) -> int:
         recipe["output"]["name"] = run_dir.read_recipe().get("output", {}).get("name", recipe["output"]["name"])
     data = recipes.build_data(recipe)  # bad data or a bad model: an error before any folder is made
     model = recipes.build_model(recipe, data)
-    run = run_dir or RunDir.create(recipe["output"]["dir"], recipe["output"]["name"])
-    print(f"run folder: {run.path}", file=sys.stderr)
+    if world.active:  # a world the data cannot be split across: an error before any folder is made
+        distributed.check_splittable(len(data.train), recipe["train"]["batch_size"], world)
+    resume = run_dir is not None
+    if world.is_main:
+        run = run_dir or RunDir.create(recipe["output"]["dir"], recipe["output"]["name"])
+        print(f"run folder: {run.path}" + (f" ({world.size} processes)" if world.active else ""), file=sys.stderr)
+    run = RunDir(distributed.broadcast_text(str(run.path) if world.is_main else "", world))  # rank 0's folder
     try:
-        result = train_run(recipe, run, data=data, model=model, resume=run_dir is not None,
+        result = train_run(recipe, run, data=data, model=model, resume=resume,
                            verbose=False if args.quiet else None)
     except KeyboardInterrupt:
-        print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
+        if world.is_main:
+            print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
         raise
-    print(_finished_message(result))
+    if world.is_main:
+        print(_finished_message(result))
     return 0
 
 
 # What a resumed run may change: how far it trains and where; everything else is fixed by
 # the checkpoint (optimizer state and learning rate, schedule, RNG streams, batch order).
-RESUMABLE = {"train": ("epochs", "device", "cache"), "output": ("dir", "name", "tensorboard")}
+RESUMABLE = {"train": ("epochs", "device", "cache"), "output": ("dir", "name", "tensorboard", "mlflow")}
 
 
 def _check_same_run(run: Any, recipe: dict[str, Any]) -> None:
