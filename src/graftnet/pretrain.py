@@ -418,6 +418,7 @@ def greedy(
     if method == "denoising" and not (level > 0 and (noise == "gaussian" or level < 1)):
         raise ConfigError(f"noise_level must be in (0, 1) for masking and > 0 for Gaussian noise, got {level!r}")
     x, vx = _unlabeled(unlabeled)
+    generator = _generator(seed)  # before the tower is built: the seed fixes its initial weights too
     net = _tower(layers, x, name)
     dense = _greedy_layers(net, method)
     if method == "rbm":
@@ -427,7 +428,6 @@ def greedy(
     store = cache if isinstance(cache, cache_mod.FeatureCache) else cache_mod.default_cache()
     say = _reporter(verbose)
     history = history if history is not None else History()
-    generator = _generator(seed)
     device = torch.device("cpu")
     train_split, valid_split = Split(x, torch.zeros(len(x))), (None if vx is None else Split(vx, torch.zeros(len(vx))))
     decoders: dict[str, nn.Module] = {}
@@ -747,9 +747,9 @@ def siamese(
     """
     _check_loop(epochs, batch_size)
     x, y, vx, vy = _labeled(data, labels, "siamese pairs")
+    generator = _generator(seed)
     net = _tower(tower, x, name)
     width = _flat_width(net, "siamese")
-    generator = _generator(seed)
     sampler = _PairSampler(y, "the training data")  # one class, or no class with 2 examples: an error now
     head = _pair_head(width, head_units)
     second = None if share else Network.from_spec(net.to_spec())  # the notebook's DNN B: a tower of its own
@@ -875,12 +875,12 @@ def discriminate(
         raise ConfigError(f"corruption must be one of {', '.join(CORRUPTIONS)} or a callable (x, generator) -> x; "
                           f"got {type(corruption).__name__}")
     x, vx = _unlabeled(unlabeled)
+    generator = _generator(seed)
     net = _tower(tower, x, name)
     width = _flat_width(net, "discriminate")
     head = Network([Dense(1, name="outputs")], (width,), name="score")
     params = [*net.parameters(), *head.parameters()]
     opt = _optimizer(optimizer, lr, Adam(lr=1e-3), params)
-    generator = _generator(seed)
     say, history = _reporter(verbose), history if history is not None else History()
 
     def scores(xb: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -991,6 +991,7 @@ def contrastive(
         augment = Augment(shift=3, rotate=15.0, crop=4)
     if not callable(augment):
         raise ConfigError(f"augment must be an Augment or a callable (x, generator) -> x, got {type(augment).__name__}")
+    generator = _generator(seed)
     net = _tower(tower, x, name)
     width = _flat_width(net, "contrastive")
     units = [int(u) for u in projection]
@@ -999,7 +1000,6 @@ def contrastive(
     proj_layers = [Dense(u, "relu", name=f"proj{i + 1}") for i, u in enumerate(units[:-1])]
     proj = Network([*proj_layers, Dense(units[-1], name="embedding")], (width,), name="projection")
     opt = _optimizer(optimizer, lr, Adam(lr=1e-3), [*net.parameters(), *proj.parameters()])
-    generator = _generator(seed)
     say, history = _reporter(verbose), history if history is not None else History()
     row: dict[str, Any] = {}
     for epoch in range(1, epochs + 1):
