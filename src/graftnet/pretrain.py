@@ -89,7 +89,7 @@ GREEDY_METHODS = ("autoencoder", "denoising", "rbm")
 METHODS = (*GREEDY_METHODS, "siamese", "discriminate", "contrastive")
 CORRUPTIONS = ("swap", "mask", "noise", "patch")
 NOISES = ("mask", "gaussian")
-# parameter-free layers greedy pretraining passes through (they have nothing to pretrain)
+# examples of the parameter-free layers greedy pretraining passes through (nothing to pretrain)
 _PASS_THROUGH = ("flatten", "activation", "dropout", "alpha_dropout", "rescaling")
 
 Data = torch.Tensor | np.ndarray | Split | Dataset
@@ -165,7 +165,8 @@ def _tower(layers: Sequence[LayerSpec] | Network, x: torch.Tensor, name: str) ->
     try:
         return Network(specs, shape, name=name)
     except ShapeError as err:
-        raise ShapeError(f"the unlabeled data has examples of shape {shape}, which the tower cannot take: {err}") from None
+        raise ShapeError(f"the unlabeled data has examples of shape {shape}, which the tower cannot take: "
+                         f"{err}") from None
 
 
 def _with_head(tower: Network, head: Network | None, info: dict[str, Any], placeholder: bool) -> Network:
@@ -174,7 +175,8 @@ def _with_head(tower: Network, head: Network | None, info: dict[str, Any], place
 
     if "outputs" in tower.layer_names:
         raise ConfigError(f"the tower already has a layer named 'outputs' (layers: {format_names(tower.layer_names)}); "
-                          f"pretraining adds the head 'outputs' itself: leave the tower's top layer unnamed or rename it")
+                          f"pretraining adds the head 'outputs' itself: leave the tower's top layer unnamed or "
+                          f"rename it")
     units = head.layer("outputs").out_features if head is not None else 1
     net = graft(tower, reuse="all", head=Dense(units, name="outputs"), name=tower.name)
     if head is not None:
@@ -327,13 +329,14 @@ def _greedy_layers(net: Network, method: str) -> list[str]:
                                   f"p(h=1|v) = sigmoid(v W^T + c); use Dense(units, 'sigmoid'), or method="
                                   f"'autoencoder' for other activations")
             dense.append(name)
-        elif has_weights or spec.type not in _PASS_THROUGH:
+        elif has_weights:
             what = ("a convolutional layer; greedy autoencoder/RBM pretraining covers Dense layers only" if
-                    spec.type == "conv2d" else f"a {spec.type} layer, which greedy pretraining cannot train")
+                    "conv" in spec.type else f"a {spec.type} layer with weights, which greedy pretraining cannot "
+                    f"train")
             raise ConfigError(f"greedy pretraining (method={method!r}) cannot pretrain layer {name!r}: it is {what}. "
-                              f"Supported: dense layers, with {', '.join(_PASS_THROUGH)} between them. Convolutional "
-                              f"towers can be pretrained with pretrain.contrastive, pretrain.discriminate or "
-                              f"pretrain.siamese, which train any tower")
+                              f"Supported: dense layers, with layers without weights ({', '.join(_PASS_THROUGH)}, "
+                              f"...) between them. Convolutional towers can be pretrained with pretrain.contrastive, "
+                              f"pretrain.discriminate or pretrain.siamese, which train any tower")
     if not dense:
         raise ConfigError(f"greedy pretraining found no Dense layer to pretrain in {format_names(net.layer_names)}")
     return dense
@@ -386,8 +389,8 @@ def greedy(
 
     Args:
         layers: the tower: layer specs (built for the data's shape) or a Network (copied).
-            Dense layers are pretrained; flatten, activation, dropout and rescaling layers
-            pass through; any other layer is an error that names it.
+            Dense layers are pretrained; layers without weights (flatten, activation,
+            dropout, ...) pass through; any other layer with weights is an error naming it.
         unlabeled: inputs (N, ...) as a tensor/array, a Split, or a Dataset (its labels are
             ignored; its validation split gives ``val_loss``).
         method: ``"autoencoder"``, ``"denoising"`` or ``"rbm"``.
@@ -528,7 +531,8 @@ def _train_rbm(encoder: nn.Linear, hx: torch.Tensor, hv: torch.Tensor | None, na
         if hv is not None:
             with torch.no_grad():
                 ph = torch.sigmoid(F.linear(hv, encoder.weight, encoder.bias))
-                values["val_loss"] = F.mse_loss(torch.sigmoid(F.linear(ph, encoder.weight.t(), visible_bias)), hv).item()
+                recon = torch.sigmoid(F.linear(ph, encoder.weight.t(), visible_bias))
+                values["val_loss"] = F.mse_loss(recon, hv).item()
         row = _row(history, name, epoch, values, time.perf_counter() - t0)
         say(_format(row))
     return _RbmDecoder(encoder, visible_bias), {k_: v for k_, v in row.items() if k_ in ("loss", "val_loss")}
@@ -786,7 +790,8 @@ def siamese(
 
 
 @torch.no_grad()
-def _pair_scores(model: Siamese, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, same: torch.Tensor) -> dict[str, float]:
+def _pair_scores(model: Siamese, x: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
+                 same: torch.Tensor) -> dict[str, float]:
     model.eval()
     try:
         logits = torch.cat([model(x[i[s:s + 2048]], x[j[s:s + 2048]]) for s in range(0, len(i), 2048)])
