@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import graftnet as gn
 from graftnet.cache import FeatureCache
 from graftnet.errors import ConfigError, DataError, ShapeError
+from graftnet.layers import DepthwiseConv2d
 from graftnet.pretrain import Siamese, _pair_head, cd_gradient, corrupt, decoder_for, make_pairs, nt_xent
 
 
@@ -157,13 +158,46 @@ def test_rbm_refuses_inputs_outside_0_1_and_non_sigmoid_units(mnist_small):
 
 
 # ----------------------------------------------------------------- greedy: bad input
-def test_greedy_refuses_conv_layers_by_name_and_says_what_is_supported(mnist_small):
-    tower = [gn.Conv2d(4, 3, name="conv1"), gn.Flatten(), gn.Dense(8, "elu")]
-    with pytest.raises(ConfigError, match="cannot pretrain layer 'conv1': it is a convolutional layer.*Supported: "
-                                          "dense.*pretrain.contrastive"):
-        gn.pretrain.greedy(tower, mnist_small.train.x[:20])
+def test_greedy_refuses_layers_it_cannot_pretrain_by_name_and_says_what_is_supported(mnist_small):
+    x = mnist_small.train.x[:20]
+    with pytest.raises(ConfigError, match="cannot pretrain layer 'conv1': it is a conv2d layer; method='rbm' trains "
+                                          "Dense layers.*Supported: dense.*pretrain.contrastive"):
+        gn.pretrain.greedy([gn.Conv2d(4, 3, name="conv1"), gn.Flatten(), gn.Dense(8, "sigmoid")], x, "rbm")
+    with pytest.raises(ConfigError, match="cannot pretrain layer 'dw': it is a depthwise_conv2d layer"):
+        gn.pretrain.greedy([DepthwiseConv2d(3, name="dw"), gn.Flatten(), gn.Dense(8)], x)
     with pytest.raises(ConfigError, match="cannot pretrain layer 'bn': it is a batchnorm layer with weights"):
-        gn.pretrain.greedy([gn.Flatten(), gn.Dense(8), gn.BatchNorm(name="bn")], mnist_small.train.x[:20])
+        gn.pretrain.greedy([gn.Flatten(), gn.Dense(8), gn.BatchNorm(name="bn")], x)
+
+
+def test_conv_decoder_is_the_adjoint_of_the_convolution():
+    """<conv(x), h> = <x, decoder(h)> for the tied decoder without bias: the transposed conv is exact,
+    with TensorFlow's asymmetric 'same' padding at stride 2 as well as 'valid'."""
+    torch.manual_seed(0)
+    for padding, stride, size in (("same", 2, 7), ("valid", 2, 8), ("same", 1, 6)):
+        net = gn.Network([gn.Conv2d(4, 3, stride=stride, padding=padding, name="conv")], (2, size, size))
+        conv = net.layer("conv")
+        dec = decoder_for(conv, in_shape=(2, size, size))
+        assert dec.weight.data_ptr() == conv.weight.data_ptr()
+        with torch.no_grad():
+            conv.bias.zero_()
+        x = torch.randn(3, 2, size, size)
+        y = net(x)
+        h = torch.randn_like(y)
+        assert torch.allclose((y * h).sum(), (x * dec.linear(h)).sum(), rtol=1e-4, atol=1e-4), padding
+
+
+def test_convolutional_autoencoder_layers_learn_on_real_digits(mnist_small, tmp_path):
+    history = gn.History()
+    tower = [gn.Conv2d(8, 3, stride=2, padding="same", activation="elu"), gn.Conv2d(8, 3, padding="same",
+             activation="elu"), gn.MaxPool(2), gn.Flatten(), gn.Dense(16, "elu")]
+    base = gn.pretrain.greedy(tower, mnist_small.head(train=500), "autoencoder", epochs=3,
+                              optimizer=gn.Adam(lr=3e-3), seed=0, history=history, report=tmp_path, verbose=False)
+    assert sorted(set(history["stage"])) == ["conv1", "conv2", "hidden1"]
+    for layer in ("conv1", "conv2", "hidden1"):
+        val = [r["val_loss"] for r in history.epochs if r["stage"] == layer]
+        assert val[-1] < val[0], layer
+    assert (tmp_path / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
+    assert gn.graft(base, head=gn.Dense(10)).output_shape == (10,)
 
 
 def test_unlabeled_data_of_the_wrong_shape_is_named(mnist_small):
@@ -348,3 +382,15 @@ def test_recipe_errors_name_the_key(tmp_path):
     recipe.write_text(RECIPE.format(method="rbm", options="temperature = 0.5"))
     with pytest.raises(ConfigError, match="does not fit method 'rbm'.*temperature"):
         gn.pretrain.run_recipe(recipe, out=tmp_path / "x")
+
+
+def test_pretrain_help_lists_methods_and_examples(capsys):
+    from graftnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "graftnet pretrain examples/recipes/pretrain_mnist_siamese.toml" in out
+    for method in gn.pretrain.METHODS:
+        assert method in out

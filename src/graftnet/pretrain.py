@@ -15,8 +15,9 @@ base (``graft``'s default ``reuse=":-1"`` and a study both reuse everything belo
 Methods:
 
 - :func:`greedy` -- greedy layer-wise unsupervised pretraining: each Dense layer in turn is
-  trained as an ``"autoencoder"`` (tied or untied decoder), a ``"denoising"`` autoencoder
-  (masking or Gaussian noise) or an ``"rbm"`` (contrastive divergence CD-k, Bernoulli units)
+  trained as an ``"autoencoder"`` (tied or untied decoder; Conv2d layers as convolutional
+  autoencoders whose decoder is the adjoint transposed convolution), a ``"denoising"``
+  autoencoder (masking or Gaussian noise) or an ``"rbm"`` (contrastive divergence CD-k, Bernoulli units)
   on the output of the layers below it, which are frozen and computed once
   (:class:`~graftnet.cache.FeatureCache`). Its ``outputs`` is a placeholder (no label
   trained it); a report shows reconstructions as pictures.
@@ -270,19 +271,64 @@ class _UntiedDecoder(nn.Module):
         return x if self.activation is None else self.activation(x)
 
 
-def decoder_for(encoder: nn.Linear, *, tied: bool = True, activation: str | None = None) -> nn.Module:
-    """A decoder that maps the Dense layer ``encoder``'s output back to its input.
+class ConvDecoder(nn.Module):
+    """The decoder of a convolutional autoencoder layer: the transposed convolution that is
+    the exact adjoint of the encoder's (same stride, padding, dilation), cropped to the
+    encoder's input size (C, H, W), plus a bias per input channel.
 
-    ``tied=True``: its weight is ``encoder.weight.t()`` (same storage, one matrix trained);
-    ``tied=False``: a weight of its own. ``activation`` is the reconstruction's ("sigmoid"
-    for inputs in [0, 1], None for unbounded ones).
+    ``tied=True`` uses the encoder's own kernel (same storage); else a kernel of its own.
+    """
+
+    def __init__(self, encoder: nn.Conv2d, in_shape: Sequence[int], tied: bool, activation: str | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.in_shape = tuple(int(s) for s in in_shape)  # (C, H, W) of the encoder's input
+        self.own = None if tied else nn.Parameter(nn.init.xavier_uniform_(torch.empty_like(encoder.weight)))
+        self.bias = nn.Parameter(torch.zeros(self.in_shape[0]))
+        self.activation = make_activation(activation)
+        left, _right, top, _bottom = getattr(encoder, "extra_pad", None) or (0, 0, 0, 0)
+        self.offset = (encoder.padding[0] + top, encoder.padding[1] + left)  # where the input starts
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.encoder.weight if self.own is None else self.own
+
+    def linear(self, h: torch.Tensor) -> torch.Tensor:
+        """The adjoint of the encoder's convolution (no bias, no activation)."""
+        enc = self.encoder
+        full = F.conv_transpose2d(h, self.weight, None, stride=enc.stride, dilation=enc.dilation,
+                                  groups=enc.groups)  # (B, C, padded H (or less), padded W)
+        _, height, width = self.in_shape
+        top, left = self.offset
+        x = full[:, :, top:top + height, left:left + width]
+        if x.shape[2] < height or x.shape[3] < width:  # input pixels no window reached: nothing flows back
+            x = F.pad(x, (0, width - x.shape[3], 0, height - x.shape[2]))
+        return x
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.linear(h) + self.bias[None, :, None, None]  # (B, filters, H', W') -> (B, C, H, W)
+        return x if self.activation is None else self.activation(x)
+
+
+def decoder_for(encoder: nn.Module, *, tied: bool = True, activation: str | None = None,
+                in_shape: Sequence[int] | None = None) -> nn.Module:
+    """A decoder that maps the Dense or Conv2d layer ``encoder``'s output back to its input.
+
+    ``tied=True``: it uses the encoder's own weight (``encoder.weight.t()`` for Dense, the
+    same kernel transposed for Conv2d: same storage, one matrix trained); ``tied=False``: a
+    weight of its own. ``activation`` is the reconstruction's ("sigmoid" for inputs in
+    [0, 1], None for unbounded ones). A Conv2d encoder needs ``in_shape``, its input (C, H, W).
 
     >>> enc = Network([Dense(3, "elu")], (4,)).layer("dense1")
     >>> decoder_for(enc).weight.data_ptr() == enc.weight.data_ptr()
     True
     """
+    if isinstance(encoder, nn.Conv2d):
+        if encoder.groups != 1 or in_shape is None:
+            raise ConfigError("decoder_for: a Conv2d encoder needs groups=1 and in_shape=(C, H, W) of its input")
+        return ConvDecoder(encoder, in_shape, tied, activation)
     if not isinstance(encoder, nn.Linear):
-        raise ConfigError(f"decoder_for needs a Dense layer's module, got {type(encoder).__name__}")
+        raise ConfigError(f"decoder_for needs a Dense or Conv2d layer's module, got {type(encoder).__name__}")
     return TiedDecoder(encoder, activation) if tied else _UntiedDecoder(encoder, activation)
 
 
@@ -329,16 +375,20 @@ def _greedy_layers(net: Network, method: str) -> list[str]:
                                   f"p(h=1|v) = sigmoid(v W^T + c); use Dense(units, 'sigmoid'), or method="
                                   f"'autoencoder' for other activations")
             dense.append(name)
+        elif spec.type == "conv2d" and method != "rbm":
+            dense.append(name)  # a convolutional autoencoder layer
         elif has_weights:
-            what = ("a convolutional layer; greedy autoencoder/RBM pretraining covers Dense layers only" if
-                    "conv" in spec.type else f"a {spec.type} layer with weights, which greedy pretraining cannot "
-                    f"train")
+            what = (f"a {spec.type} layer; method='rbm' trains Dense layers (Bernoulli RBMs) and the "
+                    f"autoencoder methods Dense and Conv2d layers" if "conv" in spec.type else
+                    f"a {spec.type} layer with weights, which greedy pretraining cannot train")
             raise ConfigError(f"greedy pretraining (method={method!r}) cannot pretrain layer {name!r}: it is {what}. "
-                              f"Supported: dense layers, with layers without weights ({', '.join(_PASS_THROUGH)}, "
-                              f"...) between them. Convolutional towers can be pretrained with pretrain.contrastive, "
-                              f"pretrain.discriminate or pretrain.siamese, which train any tower")
+                              f"Supported: dense (and, for autoencoders, conv2d) layers, with layers without "
+                              f"weights ({', '.join(_PASS_THROUGH)}, pooling, ...) between them. Other towers can be "
+                              f"pretrained with pretrain.contrastive, pretrain.discriminate or pretrain.siamese, "
+                              f"which train any tower")
     if not dense:
-        raise ConfigError(f"greedy pretraining found no Dense layer to pretrain in {format_names(net.layer_names)}")
+        raise ConfigError(f"greedy pretraining found no Dense or Conv2d layer to pretrain in "
+                          f"{format_names(net.layer_names)}")
     return dense
 
 
@@ -381,7 +431,7 @@ def greedy(
     name: str = "pretrained",
     verbose: bool | None = None,
 ) -> Network:
-    """Greedy layer-wise unsupervised pretraining of a tower's Dense layers.
+    """Greedy layer-wise unsupervised pretraining of a tower's Dense (and Conv2d) layers.
 
     Each Dense layer in turn is trained to reconstruct its own input, which is the output
     of the layers below it; those are frozen and their output on the data is computed once
@@ -389,8 +439,9 @@ def greedy(
 
     Args:
         layers: the tower: layer specs (built for the data's shape) or a Network (copied).
-            Dense layers are pretrained; layers without weights (flatten, activation,
-            dropout, ...) pass through; any other layer with weights is an error naming it.
+            Dense layers are pretrained, and Conv2d layers too by the autoencoder methods;
+            layers without weights (flatten, pooling, activation, dropout, ...) pass
+            through; any other layer with weights is an error naming it.
         unlabeled: inputs (N, ...) as a tensor/array, a Split, or a Dataset (its labels are
             ignored; its validation split gives ``val_loss``).
         method: ``"autoencoder"``, ``"denoising"`` or ``"rbm"``.
@@ -444,14 +495,15 @@ def greedy(
             hx = store.features(lower, train_split, device=device)  # (N, in): the frozen layers, once
             hv = None if valid_split is None else store.features(lower, valid_split, device=device)
         else:
-            hx, hv = x.reshape(len(x), -1), None if vx is None else vx.reshape(len(vx), -1)
+            hx, hv = x, vx
         encoder = net.layer(name_)
         if method == "rbm":
             _check_unit_range(hx, f"the inputs of layer {name_!r}")
             decoders[name_], final[name_] = _train_rbm(encoder, hx, hv, name_, epochs, batch_size, optimizer, lr, k,
                                                        generator, history, say)
         else:
-            decoder = decoder_for(encoder, tied=tied, activation="sigmoid" if _in_unit_range(hx) else None)
+            decoder = decoder_for(encoder, tied=tied, activation="sigmoid" if _in_unit_range(hx) else None,
+                                  in_shape=tuple(hx.shape[1:]))
             decoders[name_] = decoder
             final[name_] = _train_autoencoder(encoder, decoder, hx, hv, name_, epochs, batch_size, optimizer, lr,
                                               method == "denoising", noise, level, generator, history, say)
@@ -547,10 +599,26 @@ def _stacked_reconstructions(net: Network, decoders: Mapping[str, nn.Module], de
     rows = []
     for depth, top in enumerate(dense, start=1):
         h = net.intermediate(x, [top])[top]
-        for name in reversed(dense[:depth]):
+        below = list(reversed(dense[:depth]))
+        for k, name in enumerate(below):
             h = decoders[name](h)  # back to the input of layer `name`
+            if k + 1 < len(below):  # undo the layers without weights in between (flatten, pooling, ...)
+                for j in range(net.index(name) - 1, net.index(below[k + 1]), -1):
+                    h = _fit_shape(h, net.shapes[j - 1])  # layer j's input shape
         rows.append((f"through {top}", h.reshape(x.shape)))
     return rows
+
+
+def _fit_shape(h: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """``h`` as a batch of ``shape``: reshaped across a flatten, upsampled (nearest) across pooling."""
+    shape = tuple(shape)
+    if tuple(h.shape[1:]) == shape:
+        return h
+    if math.prod(h.shape[1:]) == math.prod(shape):
+        return h.reshape(len(h), *shape)
+    if h.ndim == 4 and len(shape) == 3 and h.shape[1] == shape[0]:
+        return F.interpolate(h, size=shape[1:], mode="nearest")
+    raise ShapeError(f"cannot map a reconstruction of shape {tuple(h.shape[1:])} to {shape}")
 
 
 def _greedy_report(folder: Path, net: Network, decoders: Mapping[str, nn.Module], dense: list[str], x: torch.Tensor,
@@ -561,7 +629,7 @@ def _greedy_report(folder: Path, net: Network, decoders: Mapping[str, nn.Module]
     folder.mkdir(parents=True, exist_ok=True)
     pictures = _is_picture(x)
     lines = [f"# Greedy layer-wise pretraining: {info['method']}", "",
-             f"{len(dense)} Dense layer(s) trained one at a time ({', '.join(dense)}), {info['epochs']} epoch(s) "
+             f"{len(dense)} layer(s) trained one at a time ({', '.join(dense)}), {info['epochs']} epoch(s) "
              f"each, batch {info['batch_size']}, seed {info['seed']}; the layers below each one frozen and their "
              f"output computed once.", "",
              "| layer | final loss (MSE per input) | final val_loss |", "|---|---|---|"]
@@ -569,12 +637,16 @@ def _greedy_report(folder: Path, net: Network, decoders: Mapping[str, nn.Module]
         last = info["final"][name]
         val = f"{last['val_loss']:.5f}" if "val_loss" in last else "-"
         lines.append(f"| {name} | {last['loss']:.5f} | {val} |")
+    try:
+        rows = _stacked_reconstructions(net, decoders, dense, x) if pictures else []
+    except ShapeError as err:  # a tower whose shapes cannot be walked back down
+        rows, pictures = [], False
+        lines += ["", f"(no pictures: {err})"]
     if pictures:
-        rows = _stacked_reconstructions(net, decoders, dense, x)
         _picture_grid(folder / "reconstructions.png", [("input", x), *rows])
         lines += ["", "Reconstructions (first row: inputs; row k: encoded through the first k layers, then decoded "
                   "back down through each layer's decoder):", "", "![reconstructions](reconstructions.png)"]
-    else:
+    elif not rows:
         lines += ["", f"(no pictures: examples of shape {tuple(x.shape[1:])} are not images)"]
     plot_learning_curves(history, folder / "loss.png", title=f"{info['method']}: reconstruction loss per layer")
     lines += ["", "![loss per layer](loss.png)", ""]
