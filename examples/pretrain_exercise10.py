@@ -52,6 +52,8 @@ SIZES = {
                  "scratch_epochs": 150, "ae_epochs": 10, "contrastive_epochs": 20, "pretrain_images": 55000},
     "small": {"pair_epochs": 3, "pair_steps": 110, "pair_batch": 500, "head_epochs": 20,
               "scratch_epochs": 30, "ae_epochs": 1, "contrastive_epochs": 1, "pretrain_images": 55000},
+    "medium": {"pair_epochs": 20, "pair_steps": 110, "pair_batch": 500, "head_epochs": 20,
+               "scratch_epochs": 30, "ae_epochs": 3, "contrastive_epochs": 5, "pretrain_images": 55000},
     "tiny": {"pair_epochs": 1, "pair_steps": 10, "pair_batch": 100, "head_epochs": 2,
              "scratch_epochs": 2, "ae_epochs": 1, "contrastive_epochs": 1, "pretrain_images": 2000},
 }
