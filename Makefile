@@ -6,6 +6,7 @@
 #   make demo-budgets - the demo under its three training budgets, compared (runs/demo/budgets.md)
 #   make bench  - the benchmarks in bench/
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
+#   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean
+.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study
 
 venv: $(STAMP)
 
@@ -72,6 +73,14 @@ bench: venv data
 FUZZ_ARGS ?= --cases 1000 --workers $(PYTEST_WORKERS)
 fuzz: venv
 	PYTHONPATH=src $(PY) fuzz/run.py $(FUZZ_ARGS)
+
+# Exercise 10 of Hands-On ML ch. 11 (same-digit pairs, a greedy autoencoder and SimCLR against
+# scratch) over 10 seeds; resumes from its results.json. PRETRAIN_SIZE=notebook runs the notebook's epochs.
+PRETRAIN_SIZE ?= small
+PRETRAIN_SEEDS ?= 10
+pretrain-study: venv data
+	nice -n 10 $(PY) examples/pretrain_exercise10.py --size $(PRETRAIN_SIZE) --seeds $(PRETRAIN_SEEDS) \
+		--out examples/results/pretrain-exercise10$(if $(filter-out small,$(PRETRAIN_SIZE)),-$(PRETRAIN_SIZE))
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from graftnet import backbones, distributed, study, tracking
 from graftnet import data as datasets
+from graftnet import pretrain
 from graftnet.augment import Augment
 from graftnet.cache import FeatureCache
 from graftnet.errors import CheckpointError, ConfigError, DataError, GraftnetError, ImportFormatError, ShapeError
@@ -53,7 +54,8 @@ __all__ = [
     "Conv2d", "Cosine", "DataError", "Dense", "Dropout", "EarlyStopping", "Exponential", "Flatten",
     "GlobalAvgPool", "GraftnetError", "History", "ImportFormatError", "MaxPool", "Nadam", "Network",
     "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",
-    "Adagrad", "Adam", "AdamW", "datasets", "study", "evaluate", "fit", "load_model", "predict", "save_model",
+    "Adagrad", "Adam", "AdamW", "datasets", "pretrain", "study", "evaluate", "fit", "load_model", "predict",
+    "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
     "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking",

@@ -27,7 +27,7 @@ from graftnet.errors import GraftnetError
 __all__ = ["main", "build_parser", "MODULES"]
 
 MODULES = ("graftnet.cli.train", "graftnet.cli.transfer", "graftnet.cli.convert", "graftnet.cli.study",
-           "graftnet.cli.tune")
+           "graftnet.cli.tune", "graftnet.cli.pretrain")
 
 DESCRIPTION = """\
 graftnet trains deep networks and reuses their trained layers (transfer learning).
@@ -38,6 +38,7 @@ examples:
   graftnet train examples/recipes/fashion_mlp.toml   train from a recipe; writes runs/fashion_mlp-<time>/
   graftnet inspect runs/fashion_mlp-<time>/model     layers, shapes, parameters, what is frozen
   graftnet evaluate runs/fashion_mlp-<time>          loss and accuracy on the test split
+  graftnet pretrain examples/recipes/pretrain_mnist_siamese.toml   a base pretrained without the target labels
 
 Run `graftnet COMMAND --help` for a command's options and examples.
 Data: Fashion-MNIST is read from /usr/share/datasets/fashion-mnist, $GRAFTNET_DATA or
