@@ -35,11 +35,20 @@ def _recipe(**tune_settings):
 
 
 def _states(folder: Path, name: str) -> list[str]:
-    try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'tune.db'}")
-    except KeyError:  # the file is there but the study not yet
+    """The trial states of study ``name`` in ``folder/tune.db``, read without writing to it
+    (Optuna's own loader creates its tables, which races a tune that is creating them)."""
+    import sqlite3
+
+    path = folder / "tune.db"
+    if not path.exists():
         return []
-    return [t.state.name for t in study.get_trials()]
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            rows = db.execute("SELECT t.state FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                              "WHERE s.study_name = ? ORDER BY t.number", (name,)).fetchall()
+    except sqlite3.Error:  # the tables are not there yet
+        return []
+    return [row[0] for row in rows]
 
 
 def test_the_search_space_is_found_where_it_is_written():
