@@ -778,13 +778,21 @@ class Network(nn.Module):
         return torch.stack(terms).sum() if terms else None
 
     def has_constraints(self) -> bool:
-        return any(getattr(s, "max_norm", None) for s in self.specs)
+        return (any(getattr(s, "max_norm", None) for s in self.specs)
+                or any(hasattr(m, "weight_mask") for m in self._layer.values()))
 
     def apply_constraints(self) -> None:
-        """Apply max-norm constraints of trainable layers (call after each optimizer step)."""
-        for name, module in self._layer.items():
-            if name not in self._frozen and hasattr(module, "apply_max_norm"):
-                module.apply_max_norm()
+        """Apply max-norm constraints and pruning masks (``graftnet.sparse``) of trainable
+        layers (call after each optimizer step)."""
+        with torch.no_grad():
+            for name, module in self._layer.items():
+                if name in self._frozen:
+                    continue
+                if hasattr(module, "apply_max_norm"):
+                    module.apply_max_norm()
+                mask = getattr(module, "weight_mask", None)
+                if mask is not None:
+                    module.weight.mul_(mask)  # pruned weights stay exactly zero
 
     # ---------------------------------------------------------------- describing
     def count_params(self, name: str | None = None, trainable_only: bool = False) -> int:
