@@ -75,5 +75,6 @@ def test_prune_errors_say_what_was_given(data):
     model = _model(data)
     with pytest.raises(ConfigError, match=r"sparsity must be in \[0, 1\), got 1.5"):
         prune(model, 1.5)
-    with pytest.raises(ConfigError, match="prune: flatten have no kernel to prune; layers with one are hidden1, hidden2, outputs"):
+    with pytest.raises(ConfigError,
+                       match="prune: flatten have no kernel to prune; layers with one are hidden1, hidden2, outputs"):
         prune(model, 0.5, "flatten")

@@ -423,7 +423,8 @@ class Network(nn.Module):
             raise ConfigError(f"a collection name is a non-empty string, got {name!r}")
         if layer != self.input_name and layer not in self._index:
             raise ConfigError(f"add_to_collection({name!r}, {layer!r}): no such layer; layers are "
-                              f"{format_names([self.input_name, *self._index])}{did_you_mean(layer, list(self._index))}")
+                              f"{format_names([self.input_name, *self._index])}"
+                              f"{did_you_mean(layer, list(self._index))}")
         members = self.collections.setdefault(name, [])
         if layer not in members:
             members.append(layer)
@@ -432,7 +433,8 @@ class Network(nn.Module):
     def get_collection(self, name: str) -> list[str]:
         """The layer names in collection ``name``."""
         if name not in self.collections:
-            raise ConfigError(f"no collection {name!r}; collections are {format_names(self.collections) if self.collections else 'none'}")
+            existing = format_names(self.collections) if self.collections else "none"
+            raise ConfigError(f"no collection {name!r}; collections are {existing}")
         return list(self.collections[name])
 
     def fetch(self, x: torch.Tensor, name: str) -> torch.Tensor | list[torch.Tensor]:
@@ -446,8 +448,9 @@ class Network(nn.Module):
         elif name == self.input_name or name in self._index:
             members = [name]
         else:
+            existing = format_names(self.collections) if self.collections else "none"
             raise ConfigError(f"fetch: {name!r} is neither a collection nor a layer; collections are "
-                              f"{format_names(self.collections) if self.collections else 'none'}; layers are {format_names(self._index)}")
+                              f"{existing}; layers are {format_names(self._index)}")
         layers = [m for m in members if m != self.input_name]
         got = self.intermediate(x, layers) if layers else {}
         got[self.input_name] = x

@@ -27,7 +27,8 @@ from graftnet.errors import ConfigError, did_you_mean
 from graftnet.network import Network
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "Nadam", "RMSprop", "Adagrad", "Ftrl", "FtrlProximal", "OptimizerSpec", "optimizer_from",
+    "SGD", "Adam", "AdamW", "Nadam", "RMSprop", "Adagrad", "Ftrl", "FtrlProximal", "OptimizerSpec",
+    "optimizer_from",
     "Schedule", "PiecewiseConstant", "Exponential", "Power", "Plateau", "OneCycle", "Cosine",
     "schedule_from", "param_groups",
 ]

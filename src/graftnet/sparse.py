@@ -66,7 +66,8 @@ def format_sparsity(report: dict[str, Any]) -> str:
     width = max([len(n) for n in report["layers"]] + [5])
     lines = [f"{'layer':<{width}}  sparsity"]
     lines += [f"{n:<{width}}  {s:8.1%}" for n, s in report["layers"].items()]
-    lines.append(f"{'all':<{width}}  {report['overall']:8.1%}  ({report['zeros']:,} of {report['weights']:,} weights are 0)")
+    lines.append(f"{'all':<{width}}  {report['overall']:8.1%}  "
+                 f"({report['zeros']:,} of {report['weights']:,} weights are 0)")
     return "\n".join(lines)
 
 
