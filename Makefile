@@ -7,6 +7,7 @@
 #   make bench  - the benchmarks in bench/
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
+#   make examples - every book companion (examples/book/) at full size; figures in examples/results/book/
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -26,7 +27,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study
+.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study examples
 
 venv: $(STAMP)
 
@@ -81,6 +82,15 @@ PRETRAIN_SEEDS ?= 10
 pretrain-study: venv data
 	nice -n 10 $(PY) examples/pretrain_exercise10.py --size $(PRETRAIN_SIZE) --seeds $(PRETRAIN_SEEDS) \
 		--out examples/results/pretrain-exercise10$(if $(filter-out small,$(PRETRAIN_SIZE)),-$(PRETRAIN_SIZE))
+# Sorted order runs ch11_1_4 (which saves the model the 11.2 companions reuse) before them.
+EXAMPLE_ARGS ?=
+examples: venv data
+	@mkdir -p examples/results/book
+	@set -o pipefail; cd examples/book && for script in $$(ls ch*.py | sort); do \
+		echo "== $$script"; \
+		PYTHONPATH=$(abspath src) nice -n 10 $(abspath $(PY)) $$script $(EXAMPLE_ARGS) \
+			| tee ../results/book/$${script%.py}.log || exit 1; \
+	done
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

@@ -217,3 +217,46 @@ def test_default_init_suits_the_activation_and_is_what_mlp_uses() -> None:
     assert [default_init(a) for a in ("relu", "leaky_relu(0.2)", "elu", "gelu", "selu", "tanh", None)] == [
         "he_normal", "he_normal", "he_normal", "he_normal", "lecun_normal", "glorot_uniform", "glorot_uniform"]
     assert Network.mlp(4, [3], 2, activation="selu").specs[0].init == "lecun_normal"
+
+
+# ------------------------------------------------------------ collections and operations
+def test_collections_fetch_outputs_by_name_and_survive_a_save(tmp_path):
+    import graftnet as gn
+
+    net = Network.mlp(4, [5, 3], 2)
+    net.add_to_collection("logits", "outputs").add_to_collection("important", "input")
+    net.add_to_collection("important", "hidden2")
+    x = torch.randn(6, 4)
+    hidden = net.intermediate(x, ["hidden2"])["hidden2"]
+    torch.testing.assert_close(net.fetch(x, "logits"), net(x))
+    fetched_x, fetched_h = net.fetch(x, "important")
+    assert fetched_x is x
+    torch.testing.assert_close(fetched_h, hidden)
+    gn.save_model(net, tmp_path / "m")
+    spec = json.loads((tmp_path / "m" / "spec.json").read_text())
+    assert spec["collections"] == {"logits": ["outputs"], "important": ["input", "hidden2"]}
+    loaded = gn.load_model(tmp_path / "m")
+    assert loaded.get_collection("important") == ["input", "hidden2"]
+    torch.testing.assert_close(loaded.fetch(x, "logits"), net(x))
+
+
+def test_collection_errors_name_what_exists():
+    net = Network.mlp(4, [5], 2)
+    with pytest.raises(ConfigError, match=r"add_to_collection\('logits', 'hidden9'\): no such layer; layers are"):
+        net.add_to_collection("logits", "hidden9")
+    with pytest.raises(ConfigError, match="neither a collection nor a layer; collections are none"):
+        net.fetch(torch.zeros(1, 4), "logits")
+    spec = net.to_spec()
+    assert "collections" not in spec  # absent when empty: older readers see the same spec
+    spec["collections"] = {"x": ["nope"]}
+    with pytest.raises(ConfigError, match="no such layer"):
+        Network.from_spec(spec)
+
+
+def test_operations_list_every_layer_with_inputs_and_shapes():
+    from graftnet import Add, Conv2d
+
+    net = Network([Conv2d(4, 3, padding="same", name="conv"), Add(name="skip", inputs=["input", "conv"])],
+                  input_shape=(4, 6, 6))
+    assert net.operations() == ["conv  conv2d  <- input        (None, 4, 6, 6)",
+                                "skip  add     <- input, conv  (None, 4, 6, 6)"]

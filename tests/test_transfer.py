@@ -323,3 +323,26 @@ def test_stage_with_unknown_layer_fails_before_training(small):
     with pytest.raises(ConfigError, match=r"train='hidden9' matched no layer; layers are flatten, hidden1..hidden3"):
         FineTune([Stage(1, train="hidden9")]).fit(model, small, verbose=False)
     assert _max_diff(before, _state(model)) == 0.0
+
+
+# ------------------------------------------------------------ stop_gradient
+def test_graft_stop_gradient_freezes_and_caches_below_and_trains_above(small, tmp_path):
+    base = _base(small)
+    model = graft(base, reuse="hidden[123]", head=Dense(small.n_outputs), stop_gradient="hidden2")
+    assert model.frozen == ["flatten", "hidden1", "hidden2"] and model.lineage["stop_gradient"] == "hidden2"
+    before = _state(model)
+    history = fit(model, small, epochs=1, batch_size=64, optimizer=SGD(lr=0.1), seed=0, verbose=False,
+                  cache=FeatureCache())
+    after = _state(model)
+    for key in ("hidden1.weight", "hidden2.bias"):
+        assert torch.equal(before[key], after[key]), key
+    for key in ("hidden3.weight", "outputs.weight"):  # reused above the boundary: still trains
+        assert not torch.equal(before[key], after[key]), key
+    assert history.epochs[-1]["cache_cut"] == "hidden2"
+    save_model(model, tmp_path / "m")
+    assert load_model(tmp_path / "m").frozen == ["flatten", "hidden1", "hidden2"]
+
+
+def test_graft_stop_gradient_must_be_a_reused_layer(small):
+    with pytest.raises(ConfigError, match=r"stop_gradient='outputs' is not among the reused layers"):
+        graft(_base(small), reuse="hidden[12]", head=Dense(small.n_outputs), stop_gradient="outputs")

@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from graftnet import backbones, distributed, study, tracking
+from graftnet import backbones, distributed, sparse, study, tracking
 from graftnet import data as datasets
 from graftnet import pretrain
 from graftnet.augment import Augment
@@ -38,6 +38,7 @@ from graftnet.optim import (
     AdamW,
     Cosine,
     Exponential,
+    Ftrl,
     Nadam,
     OneCycle,
     PiecewiseConstant,
@@ -58,5 +59,5 @@ __all__ = [
     "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
-    "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking",
+    "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking", "sparse", "Ftrl",
 ]

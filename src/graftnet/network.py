@@ -257,6 +257,7 @@ class Network(nn.Module):
         self._bn_affine: set[str] = set()  # frozen BatchNorms whose scale/shift still train
         self.lineage: dict[str, Any] | None = None  # where reused layers came from (transfer.graft)
         self.info: dict[str, Any] = {}  # metadata saved beside the weights: data, classes, metrics
+        self.collections: dict[str, list[str]] = {}  # named groups of important outputs (add_to_collection)
         for prefix, source in sources:  # nested networks bring their frozen layers (and weights, if built)
             self._adopt(prefix, source)
 
@@ -380,6 +381,12 @@ class Network(nn.Module):
         if frozen:
             net.freeze(list(frozen), bn_affine=spec.get("bn_affine", []) or False)
         net.lineage = spec.get("lineage")
+        collections = spec.get("collections") or {}
+        if not isinstance(collections, dict) or not all(isinstance(v, list) for v in collections.values()):
+            raise ConfigError(f"{source}: 'collections' must map a name to a list of layer names, got {collections!r}")
+        for key, members in collections.items():
+            for member in members:
+                net.add_to_collection(key, member)
         return net
 
     def to_spec(self) -> dict[str, Any]:
@@ -397,7 +404,71 @@ class Network(nn.Module):
         if self.block_inputs:
             out["block_inputs"] = dict(self.block_inputs)
         out.update({"frozen": self.frozen, "bn_affine": self.bn_affine, "lineage": self.lineage})
+        if self.collections:
+            out["collections"] = {k: list(v) for k, v in self.collections.items()}
         return out
+
+    # ---------------------------------------------------------------- collections
+    def add_to_collection(self, name: str, layer: str) -> Network:
+        """Name an important output so that a later user fetches it by name (TF's collections).
+
+        ``layer`` is a layer's path or the network's input name; a collection may hold several,
+        in the order they were added. Collections are saved in ``spec.json``.
+
+        >>> net = Network.mlp(4, [3], 2).add_to_collection("logits", "outputs")
+        >>> net.fetch(torch.zeros(1, 4), "logits").shape
+        torch.Size([1, 2])
+        """
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"a collection name is a non-empty string, got {name!r}")
+        if layer != self.input_name and layer not in self._index:
+            raise ConfigError(f"add_to_collection({name!r}, {layer!r}): no such layer; layers are "
+                              f"{format_names([self.input_name, *self._index])}"
+                              f"{did_you_mean(layer, list(self._index))}")
+        members = self.collections.setdefault(name, [])
+        if layer not in members:
+            members.append(layer)
+        return self
+
+    def get_collection(self, name: str) -> list[str]:
+        """The layer names in collection ``name``."""
+        if name not in self.collections:
+            existing = format_names(self.collections) if self.collections else "none"
+            raise ConfigError(f"no collection {name!r}; collections are {existing}")
+        return list(self.collections[name])
+
+    def fetch(self, x: torch.Tensor, name: str) -> torch.Tensor | list[torch.Tensor]:
+        """Run ``x`` and return what collection ``name`` holds (or layer ``name``'s output).
+
+        A collection of one layer gives its tensor, a longer one a list in the collection's
+        order; only the layers those outputs need run.
+        """
+        if name in self.collections:
+            members = self.collections[name]
+        elif name == self.input_name or name in self._index:
+            members = [name]
+        else:
+            existing = format_names(self.collections) if self.collections else "none"
+            raise ConfigError(f"fetch: {name!r} is neither a collection nor a layer; collections are "
+                              f"{existing}; layers are {format_names(self._index)}")
+        layers = [m for m in members if m != self.input_name]
+        got = self.intermediate(x, layers) if layers else {}
+        got[self.input_name] = x
+        out = [got[m] for m in members]
+        return out[0] if name not in self.collections or len(out) == 1 else out
+
+    def operations(self) -> list[str]:
+        """One line per layer, as TensorFlow's ``graph.get_operations()`` lists a graph:
+        name, type, the tensors it reads, its output shape (batch axis as None).
+
+        >>> print("\\n".join(Network.mlp(784, [300], 10).operations()))
+        hidden1  dense(relu)  <- input    (None, 300)
+        outputs  dense        <- hidden1  (None, 10)
+        """
+        rows = [(r["name"], r["type"], ", ".join(r["inputs"]), str((None, *r["output_shape"])))
+                for r in self.summary_rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return [f"{n:<{widths[0]}}  {t:<{widths[1]}}  <- {i:<{widths[2]}}  {shape}" for n, t, i, shape in rows]
 
     # ---------------------------------------------------------------- naming
     @property
@@ -680,7 +751,7 @@ class Network(nn.Module):
         view.output_name = view._outputs[0]
         view._plans = {}
         view._frozen, view._bn_affine = self._frozen & set(names), self._bn_affine & set(names)
-        view.lineage, view.info = None, {}
+        view.lineage, view.info, view.collections = None, {}, {}
         view.train(self.training)
         return view
 
@@ -710,13 +781,21 @@ class Network(nn.Module):
         return torch.stack(terms).sum() if terms else None
 
     def has_constraints(self) -> bool:
-        return any(getattr(s, "max_norm", None) for s in self.specs)
+        return (any(getattr(s, "max_norm", None) for s in self.specs)
+                or any(hasattr(m, "weight_mask") for m in self._layer.values()))
 
     def apply_constraints(self) -> None:
-        """Apply max-norm constraints of trainable layers (call after each optimizer step)."""
-        for name, module in self._layer.items():
-            if name not in self._frozen and hasattr(module, "apply_max_norm"):
-                module.apply_max_norm()
+        """Apply max-norm constraints and pruning masks (``graftnet.sparse``) of trainable
+        layers (call after each optimizer step)."""
+        with torch.no_grad():
+            for name, module in self._layer.items():
+                if name in self._frozen:
+                    continue
+                if hasattr(module, "apply_max_norm"):
+                    module.apply_max_norm()
+                mask = getattr(module, "weight_mask", None)
+                if mask is not None:
+                    module.weight.mul_(mask)  # pruned weights stay exactly zero
 
     # ---------------------------------------------------------------- describing
     def count_params(self, name: str | None = None, trainable_only: bool = False) -> int:

@@ -27,7 +27,8 @@ from graftnet.errors import ConfigError, did_you_mean
 from graftnet.network import Network
 
 __all__ = [
-    "SGD", "Adam", "AdamW", "Nadam", "RMSprop", "Adagrad", "OptimizerSpec", "optimizer_from",
+    "SGD", "Adam", "AdamW", "Nadam", "RMSprop", "Adagrad", "Ftrl", "FtrlProximal", "OptimizerSpec",
+    "optimizer_from",
     "Schedule", "PiecewiseConstant", "Exponential", "Power", "Plateau", "OneCycle", "Cosine",
     "schedule_from", "param_groups",
 ]
@@ -130,8 +131,104 @@ class Adagrad(OptimizerSpec):
                                    foreach=True)
 
 
+class FtrlProximal(torch.optim.Optimizer):
+    """FTRL-Proximal (McMahan et al., 2013) with TensorFlow's ``Ftrl`` update, as a torch optimizer.
+
+    Per weight ``w`` with gradient ``g`` it keeps an accumulator ``n`` (starts at
+    ``initial_accumulator_value``) and a linear term ``z`` (starts at 0); with
+    ``p = -learning_rate_power`` (0.5 by default) and ``l2' = l2 + beta / (2 * lr)``::
+
+        g_s  = g + 2 * l2_shrinkage * w          # shrinkage enters the linear term only
+        n'   = n + g ** 2
+        z   += g_s - (n' ** p - n ** p) / lr * w
+        w    = (clip(z, -l1, l1) - z) / (n' ** p / lr + 2 * l2')   # 0 wherever |z| <= l1
+
+    so a strong ``l1`` sets weights to exactly zero (sparse models). These are the equations
+    of TensorFlow's ``ApplyFtrlV2`` kernel and of Keras' ``Ftrl`` (``beta`` is Keras'
+    addition); the tests compare a few steps with what TensorFlow 2.21 computed.
+
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    >>> opt = FtrlProximal([w], lr=0.1, l1=0.5)
+    >>> (w * torch.tensor([3.0, 0.2])).sum().backward(); opt.step()
+    >>> w.detach()  # the small gradient left |z| = 0.2 <= l1: exactly zero
+    tensor([0.7791, 0.0000])
+    """
+
+    def __init__(self, params: Any, lr: float = 1e-3, *, learning_rate_power: float = -0.5,
+                 initial_accumulator_value: float = 0.1, l1: float = 0.0, l2: float = 0.0,
+                 l2_shrinkage: float = 0.0, beta: float = 0.0) -> None:
+        checks = {"lr": lr > 0, "learning_rate_power": learning_rate_power <= 0,
+                  "initial_accumulator_value": initial_accumulator_value >= 0,
+                  "l1": l1 >= 0, "l2": l2 >= 0, "l2_shrinkage": l2_shrinkage >= 0, "beta": beta >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            given = dict(lr=lr, learning_rate_power=learning_rate_power,
+                         initial_accumulator_value=initial_accumulator_value, l1=l1, l2=l2,
+                         l2_shrinkage=l2_shrinkage, beta=beta)
+            raise ConfigError(f"FTRL: {', '.join(f'{k}={given[k]!r}' for k in bad)} out of range; lr must be "
+                              f"> 0, learning_rate_power <= 0 and the others >= 0 (TensorFlow's rules)")
+        defaults = dict(lr=lr, learning_rate_power=learning_rate_power,
+                        initial_accumulator_value=initial_accumulator_value, l1=l1, l2=l2,
+                        l2_shrinkage=l2_shrinkage, beta=beta)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, power = group["lr"], -group["learning_rate_power"]
+            l1, shrink = group["l1"], group["l2_shrinkage"]
+            l2 = group["l2"] + group["beta"] / (2.0 * lr)
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                if w.grad.is_sparse:
+                    raise ConfigError("FTRL: sparse gradients are not supported; use a dense embedding")
+                g = w.grad
+                state = self.state[w]
+                if not state:
+                    state["accumulator"] = torch.full_like(w, group["initial_accumulator_value"],
+                                                           memory_format=torch.preserve_format)
+                    state["linear"] = torch.zeros_like(w, memory_format=torch.preserve_format)
+                n, z = state["accumulator"], state["linear"]
+                new_n = n + g * g
+                sigma = (new_n.pow(power) - n.pow(power)) / lr  # the change of 1/step size
+                g_s = g + (2.0 * shrink) * w if shrink else g
+                z.add_(g_s - sigma * w)
+                quadratic = new_n.pow(power) / lr + 2.0 * l2
+                w.copy_((z.clamp(-l1, l1) - z) / quadratic)
+                n.copy_(new_n)
+        return loss
+
+
+@dataclass
+class Ftrl(OptimizerSpec):
+    """FTRL-Proximal with TensorFlow's ``Ftrl`` settings (see ``FtrlProximal``).
+
+    ``Ftrl(lr=0.1, l1_regularization_strength=1.0)`` drives many weights to exactly zero.
+    """
+
+    type: ClassVar[str] = "ftrl"
+    lr: float = 1e-3
+    learning_rate_power: float = -0.5
+    initial_accumulator_value: float = 0.1
+    l1_regularization_strength: float = 0.0
+    l2_regularization_strength: float = 0.0
+    l2_shrinkage_regularization_strength: float = 0.0
+    beta: float = 0.0
+
+    def build(self, groups, device):
+        return FtrlProximal(groups, lr=self.lr, learning_rate_power=self.learning_rate_power,
+                            initial_accumulator_value=self.initial_accumulator_value,
+                            l1=self.l1_regularization_strength, l2=self.l2_regularization_strength,
+                            l2_shrinkage=self.l2_shrinkage_regularization_strength, beta=self.beta)
+
+
 OPTIMIZERS: dict[str, type[OptimizerSpec]] = {
-    c.type: c for c in (SGD, Adam, AdamW, Nadam, RMSprop, Adagrad)}
+    c.type: c for c in (SGD, Adam, AdamW, Nadam, RMSprop, Adagrad, Ftrl)}
 _OPT_ALIASES = {"momentum": ("sgd", {"momentum": 0.9}),
                 "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True})}
 

@@ -624,6 +624,9 @@ def fit(
         good_state = _cpu_state(model)
         for callback in callbacks:
             callback(row, model)
+        if callbacks and not use_constraints and model.has_constraints():
+            use_constraints = True  # a callback added one (graftnet.sparse.PruneDuring's masks)
+            graphed = None  # a captured CUDA step would not apply it
         stop = False
         if stopper is not None:
             if stopper.monitor not in row:

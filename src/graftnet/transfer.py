@@ -76,6 +76,7 @@ def graft(
     bn_affine: bool = False,
     name: str | None = None,
     at: str | None = None,
+    stop_gradient: str | None = None,
 ) -> Network:
     """A new network: the lower layers of ``base`` picked by ``reuse``, then ``head`` on top.
 
@@ -94,6 +95,9 @@ def graft(
         share: reuse the same modules (training the graft trains ``base``) instead of copies.
         bn_affine: frozen BatchNorm layers keep their scale/shift trainable.
         name: the new network's name (default ``"<base>-graft"``).
+        stop_gradient: a reused layer that gradients stop at, as ``tf.stop_gradient(hidden2)``
+            does: it and every layer it depends on are frozen (never trained, so ``fit``
+            computes them once and caches their output); the reused layers above it train.
 
     >>> b = graft(Network.mlp(4, [8, 8], 3, name="a"), reuse="hidden[12]", head=Dense(1, "sigmoid"))
     >>> b.layer_names, b.lineage["layers"]["hidden1"], b.lineage["layers"]["outputs"]
@@ -131,6 +135,12 @@ def graft(
         net.freeze(reused, bn_affine=bn_affine)
     elif freeze not in (None, False):
         net.freeze(freeze, bn_affine=bn_affine)
+    if stop_gradient is not None:
+        if stop_gradient not in reused:
+            raise ConfigError(f"graft: stop_gradient={stop_gradient!r} is not among the reused layers "
+                              f"({format_names(reused)}); gradients stop at a reused layer")
+        net.freeze([*net.ancestors(stop_gradient), stop_gradient], bn_affine=bn_affine)
+        net.lineage["stop_gradient"] = stop_gradient  # type: ignore[index]
     return net
 
 

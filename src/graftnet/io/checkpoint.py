@@ -207,6 +207,10 @@ def _write_model(tmp: Path, model: Network, metadata: dict[str, Any] | None) -> 
     # "path" says where a loaded model came from, not what it is: load_model sets it afresh
     meta = {**{k: v for k, v in model.info.items() if k != "path"}, **(metadata or {})}
     meta.update(output_description(model, meta))
+    if "sparsity" in meta:  # a pruned model (graftnet.sparse): say how sparse it is now
+        from graftnet.sparse import sparsity_report
+
+        meta["sparsity"] = sparsity_report(model)
     meta.update(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 graftnet_version=graftnet.__version__, torch_version=torch.__version__)
     _write_json(tmp / METADATA, meta)
