@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graftnet.cli._common import load_model_arg
+from graftnet.cli.catalog import add_register_args, register_saved
 from graftnet.errors import ConfigError
 
 __all__ = ["COMMANDS", "register", "run_study", "run_demo"]
@@ -121,6 +122,7 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--device", metavar="DEV", help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
+    add_register_args(parser)
     parser.set_defaults(func=run_study)
 
 
@@ -187,6 +189,9 @@ def run_study(args: argparse.Namespace) -> int:
                               base_cache=args.base_cache, out=out, resume=args.resume, cache=args.cache,
                               progress=_progress(args.quiet), device=args.device)
     _print_result(result)
+    if result.base.get("path"):  # the base a study uses (trained from its recipe, or given): with what it measured
+        register_saved(args, result.base["path"], metrics={f"study {result.task.get('name')}": {
+            v.name: round(v.test.mean, 4) for v in result.variants if v.test.mean is not None}})
     return 0
 
 

@@ -24,6 +24,7 @@ from graftnet.cli._common import (
     print_summary,
     train_kwargs,
 )
+from graftnet.cli.catalog import add_register_args, register_saved
 from graftnet.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["COMMANDS", "register"]
@@ -115,6 +116,7 @@ def _register_train(subparsers: Any) -> None:
     out.add_argument("--tensorboard", action="store_const", const=True, default=None,
                      help="also write TensorBoard event files")
     out.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    add_register_args(parser)
     parser.set_defaults(func=run_train)
 
 
@@ -198,6 +200,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"graftnet: to continue: graftnet train --resume {run.path}", file=sys.stderr)
         raise
     print(_finished_message(result))
+    register_saved(args, result.run.model_dir, data=result.data)
     return 0
 
 
