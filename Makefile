@@ -6,6 +6,7 @@
 #   make demo-budgets - the demo under its three training budgets, compared (runs/demo/budgets.md)
 #   make bench  - the benchmarks in bench/
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
+#   make rank-validation - transferability ranking vs 10-seed studies (CPU-heavy; bench/results/)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -25,7 +26,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean
+.PHONY: venv data demo demo-budgets test bench fuzz rank-validation clean
 
 venv: $(STAMP)
 
@@ -72,6 +73,11 @@ bench: venv data
 FUZZ_ARGS ?= --cases 1000 --workers $(PYTEST_WORKERS)
 fuzz: venv
 	PYTHONPATH=src $(PY) fuzz/run.py $(FUZZ_ARGS)
+
+# LogME / LEEP / H-score rankings against studies over 10 seeds, Fashion A->B and MNIST 0-4 -> 5-9
+RANK_ARGS ?=
+rank-validation: venv data
+	nice -n 10 $(PY) bench/rank_validation.py $(RANK_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

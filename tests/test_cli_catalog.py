@@ -68,7 +68,7 @@ def test_list_show_search_and_json(chain, capsys):
     assert main(["catalog", "show", "grafted:v1", "--catalog", db]) == 0
     out = capsys.readouterr().out
     assert out.startswith("grafted:v1  (ok)") and "lineage" in out and "grafted from mlp:v1" in out
-    assert "classes     0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in out
+    assert "  classes       0, 1, 2, 3, 4, 5, 6, 7, 8, 9\n" in out
     assert main(["catalog", "search", "--input-shape", "1,8,8", "--classes", "3,7", "--json", "--catalog", db]) == 0
     found = json.loads(capsys.readouterr().out)
     assert len(found) == 3 and all(e["input_shape"] == [1, 8, 8] for e in found)
@@ -112,3 +112,15 @@ def test_rank_command_prints_the_table_and_writes_it_beside_the_plot(chain, tmp_
     assert sorted(p.name for p in out.iterdir()) == ["rank.csv", "rank.json", "rank.md", "rank.png"]
     assert main(["rank", "fashion:B", "--catalog", db]) == 2
     assert "no catalogued model takes inputs of shape (1, 28, 28)" in capsys.readouterr().err
+
+
+def test_study_register_records_the_base_with_what_the_study_measured(chain, tmp_path, capsys):
+    _, _, run = chain
+    db = str(tmp_path / "catalog.sqlite")
+    assert main(["study", str(run / "model"), "--data", "digits", "--seeds", "2", "--variants", "scratch,frozen",
+                 "--epochs", "1", "--head-epochs", "0", "--out", str(tmp_path / "study"), "--quiet",
+                 "--register", "--catalog", db]) == 0
+    assert "registered mlp:v1 in the catalog" in capsys.readouterr().out
+    entry = Catalog(db).get("mlp")
+    assert entry.path == str((run / "model").resolve())
+    assert set(entry.metrics["study digits"]) == {"scratch", "frozen"}
