@@ -166,12 +166,16 @@ def run_task(name: str, work: Path, seeds: int, say: Any) -> dict[str, Any]:
         if acc is None:
             unmeasured.append(f"{row['name']} depth {row['depth']} ({row['layer']}, not flat)")
             continue
-        rows.append({"model": row["name"], "depth": row["depth"], "layer": row["layer"], "dim": row["dim"],
+        rows.append({"model": row["name"], "depth": row["depth"], "depths": row["depths"], "layer": row["layer"],
+                     "dim": row["dim"],
                      **{s: row[s] for s in SCORES}, **acc})
     taus: dict[str, dict[str, float]] = {}
     for target in ("frozen", "finetuned"):
         accuracy = np.array([r[target] for r in rows])
         taus[target] = {s: float(weightedtau(np.array([r[s] for r in rows]), accuracy).statistic) for s in SCORES}
+        # for scale: a ranking that knows nothing but "reuse more layers" (depth as a fraction of the base's)
+        taus[target]["deeper-is-better"] = float(weightedtau(np.array([r["depth"] / r["depths"] for r in rows]),
+                                                             accuracy).statistic)
     best = {target: max(rows, key=lambda r: r[target]) for target in ("frozen", "finetuned")}
     top = {s: max(rows, key=lambda r: r[s]) for s in SCORES}
     return {"task": name, "train_size": setup["train_size"], "sampling": setup["sampling"], "seeds": seeds,
@@ -194,9 +198,13 @@ def to_markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
         for s in SCORES:
             lines.append(f"| {s} | {r['weighted_tau']['frozen'][s]:+.3f} | {r['weighted_tau']['finetuned'][s]:+.3f} "
                          f"| {r['top_by_score'][s]} |")
+        lines.append(f"| (baseline: deeper is better) | {r['weighted_tau']['frozen']['deeper-is-better']:+.3f} | "
+                     f"{r['weighted_tau']['finetuned']['deeper-is-better']:+.3f} | - |")
         lines += ["", f"Best measured: frozen {r['best_measured']['frozen']}, fine-tuned "
                       f"{r['best_measured']['finetuned']}. Ranking took {r['rank_seconds']:.2f} s, the studies "
-                      f"{r['study_seconds']:.0f} s of training: {100 * r['rank_fraction_of_study']:.2f}% of it.", "",
+                      f"{r['study_seconds']:.0f} s of training: {100 * r['rank_fraction_of_study']:.2f}% of it."
+                      + (f" Not studied (a Dense head cannot sit on a feature map): {', '.join(r['not_studied'])}."
+                         if r["not_studied"] else ""), "",
                   "| model | depth | dim | LogME | LEEP | H-score | frozen acc % (sd) | fine-tuned acc % (sd) |",
                   "|---|---|---|---|---|---|---|---|"]
         for row in sorted(r["rows"], key=lambda x: -x["frozen"]):

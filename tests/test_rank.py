@@ -16,7 +16,7 @@ from graftnet.data import digits, from_arrays
 from graftnet.errors import ConfigError, DataError, ShapeError
 from graftnet.io.checkpoint import save_model
 from graftnet.network import Network
-from graftnet.rank import SCORES, hscore, leep, logme, rank, reuse_depths
+from graftnet.rank import SCORES, hscore, ledoit_wolf_covariance, leep, logme, rank, reuse_depths
 from graftnet.train import fit
 
 
@@ -109,6 +109,16 @@ def test_hscore_matches_its_definition_and_known_values():
     y = rng.integers(0, 3, 20000)
     many = rng.normal(size=(20000, 3)) + y[:, None]
     assert hscore(many, y) == pytest.approx(hscore(many, y, shrinkage=False), rel=2e-3)
+
+
+def test_ledoit_wolf_covariance_matches_scikit_learn():
+    from sklearn.covariance import ledoit_wolf
+
+    rng = np.random.default_rng(4)
+    for n, d in ((50, 8), (20, 40)):
+        x = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+        x -= x.mean(0)
+        np.testing.assert_allclose(ledoit_wolf_covariance(x), ledoit_wolf(x, assume_centered=True)[0], rtol=1e-10)
 
 
 def test_hscore_with_fewer_examples_than_dimensions_stays_finite_and_ordered():

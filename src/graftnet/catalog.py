@@ -883,7 +883,8 @@ def _node_line(node: LineageNode) -> str:
         test = (e.metrics.get("test") or {}).get("accuracy") if isinstance(e.metrics.get("test"), dict) else None
         if test is not None:
             bits.append(f"test accuracy {test:.4f}")
-        text += "  (" + ", ".join(b for b in bits if b) + ")"
+        bits = [b for b in bits if b]
+        text += "  (" + ", ".join(bits) + ")" if bits else ""
     elif node.detail:
         text += f"  ({node.detail})"
     if node.relation and node.entry is not None:
