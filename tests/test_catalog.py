@@ -303,7 +303,7 @@ def _run_workers(tmp_path: Path, jobs: list[tuple[Path, str, int]], url: str) ->
              for folder, prefix, count in jobs]
     out = []
     for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=600)  # seconds on an idle 2-core machine; much longer when shared
         assert proc.returncode == 0, stderr
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     return out
