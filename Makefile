@@ -8,6 +8,7 @@
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
 #   make examples - every book companion (examples/book/) at full size; figures in examples/results/book/
+#   make rank-validation - transferability ranking vs 10-seed studies (CPU-heavy; bench/results/)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -27,7 +28,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study examples
+.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study examples rank-validation
 
 venv: $(STAMP)
 
@@ -91,6 +92,10 @@ examples: venv data
 		PYTHONPATH=$(abspath src) nice -n 10 $(abspath $(PY)) $$script $(EXAMPLE_ARGS) \
 			| tee ../results/book/$${script%.py}.log || exit 1; \
 	done
+# LogME / LEEP / H-score rankings against studies over 10 seeds, Fashion A->B and MNIST 0-4 -> 5-9
+RANK_ARGS ?=
+rank-validation: venv data
+	nice -n 10 $(PY) bench/rank_validation.py $(RANK_ARGS)
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from graftnet import backbones, distributed, sparse, study, tracking
+from graftnet import backbones, catalog, distributed, sparse, study, tracking
 from graftnet import data as datasets
 from graftnet import pretrain
 from graftnet.augment import Augment
@@ -31,6 +31,7 @@ from graftnet.layers import (
 )
 from graftnet.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from graftnet.network import Block, Network
+from graftnet.rank import rank
 from graftnet.optim import (
     SGD,
     Adagrad,
@@ -57,7 +58,7 @@ __all__ = [
     "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",
     "Adagrad", "Adam", "AdamW", "datasets", "pretrain", "study", "evaluate", "fit", "load_model", "predict",
     "save_model",
-    "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
+    "seed_everything", "catalog", "rank", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
     "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking", "sparse", "Ftrl",
 ]

@@ -27,7 +27,7 @@ from graftnet.errors import GraftnetError
 __all__ = ["main", "build_parser", "MODULES"]
 
 MODULES = ("graftnet.cli.train", "graftnet.cli.transfer", "graftnet.cli.convert", "graftnet.cli.study",
-           "graftnet.cli.tune", "graftnet.cli.pretrain")
+           "graftnet.cli.tune", "graftnet.cli.pretrain", "graftnet.cli.catalog", "graftnet.cli.rank")
 
 DESCRIPTION = """\
 graftnet trains deep networks and reuses their trained layers (transfer learning).

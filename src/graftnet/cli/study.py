@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from graftnet.cli._common import load_model_arg
+from graftnet.cli.catalog import add_register_args, register_saved
 from graftnet.errors import ConfigError
 
 __all__ = ["COMMANDS", "register", "run_study", "run_demo"]
@@ -126,6 +127,7 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--address", metavar="ADDR", help="a Ray cluster's address (--backend ray)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--quiet", action="store_true", help="no line per run")
+    add_register_args(parser)
     parser.set_defaults(func=run_study)
 
 
@@ -193,6 +195,9 @@ def run_study(args: argparse.Namespace) -> int:
                               progress=_progress(args.quiet), device=args.device, jobs=args.jobs,
                               backend=args.backend, address=args.address)
     _print_result(result)
+    if result.base.get("path"):  # the base a study uses (trained from its recipe, or given): with what it measured
+        register_saved(args, result.base["path"], metrics={f"study {result.task.get('name')}": {
+            v.name: round(v.test.mean, 4) for v in result.variants if v.test.mean is not None}})
     return 0
 
 

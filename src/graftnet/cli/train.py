@@ -24,6 +24,7 @@ from graftnet.cli._common import (
     print_summary,
     train_kwargs,
 )
+from graftnet.cli.catalog import add_register_args, register_saved
 from graftnet.errors import ConfigError, DataError, ShapeError
 
 __all__ = ["COMMANDS", "register"]
@@ -119,6 +120,7 @@ def _register_train(subparsers: Any) -> None:
                      help="log parameters, metrics, the run folder and the model to MLflow "
                           "(default store: sqlite:///<output dir>/mlflow.db)")
     out.add_argument("-q", "--quiet", action="store_true", help="no per-epoch lines")
+    add_register_args(parser)
     parser.set_defaults(func=run_train)
 
 
@@ -220,6 +222,7 @@ def _train(args: argparse.Namespace, world: Any) -> int:
         raise
     if world.is_main:
         print(_finished_message(result))
+        register_saved(args, result.run.model_dir, data=result.data)
     return 0
 
 

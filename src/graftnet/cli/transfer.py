@@ -15,6 +15,7 @@ from graftnet.cli._common import (
     print_summary,
     train_kwargs,
 )
+from graftnet.cli.catalog import add_register_args, register_saved
 from graftnet.errors import ConfigError
 
 __all__ = ["COMMANDS", "register", "parse_add"]
@@ -74,6 +75,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out")
     add_data_args(parser)
     add_train_args(parser)
+    add_register_args(parser)
     parser.set_defaults(func=run_graft)
 
     parser = subparsers.add_parser("finetune", help="fine-tune a saved model with a staged plan (TOML)",
@@ -90,6 +92,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the plan saved in --checkpoint")
     add_data_args(parser)
     add_train_args(parser)
+    add_register_args(parser)
     parser.set_defaults(func=run_finetune)
 
 
@@ -147,7 +150,7 @@ def output_path(args: argparse.Namespace, source: str, suffix: str) -> Path:
     return out
 
 
-def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> None:
+def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> Path:
     from graftnet.io.checkpoint import save_model
 
     metadata = dict(extra)
@@ -155,6 +158,7 @@ def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> None
         metadata.update(data=data.source, data_name=data.name, classes=data.classes)
     path = save_model(model, out, metadata=metadata)
     print(f"saved {model.name!r} to {path}", flush=True)
+    return path
 
 
 # ---------------------------------------------------------------- graft
@@ -188,7 +192,7 @@ def run_graft(args: argparse.Namespace) -> int:
             history = fit(model, data, epochs=epochs, **kwargs)
             metadata["history"] = history.to_dict()
         metadata["metrics"] = {"test": _test_scores(model, data)}
-    _save(model, out, data, metadata)
+    register_saved(args, _save(model, out, data, metadata), data=data)
     return 0
 
 
@@ -216,5 +220,5 @@ def run_finetune(args: argparse.Namespace) -> int:
     scores = _test_scores(model, data)
     metadata = {"finetuned_from": model.info.get("path"), "plan": plan.to_dict(), "history": history.to_dict(),
                 "metrics": {"test": scores}}
-    _save(model, out, data, metadata)
+    register_saved(args, _save(model, out, data, metadata), data=data)
     return 0
