@@ -57,16 +57,18 @@ def fetch_verified(url: str, target: Path, *, file_hash: str | None = None, down
     (or with ``download=False``) the ``CheckpointError`` says which file to put where.
     """
     target = Path(target).expanduser()
+    problem = f"the {what} {target.name} is not in {target.parent}"
     if target.is_file():
-        if file_hash and file_digest(target, hash_algorithm(file_hash)) != file_hash:
-            raise CheckpointError(
-                f"{target} is there but its {hash_algorithm(file_hash)} is "
-                f"{file_digest(target, hash_algorithm(file_hash))}, expected {file_hash}: the file is "
-                f"incomplete or a different one; delete it and {_where_to_put(url, target, file_hash)}")
-        return target
+        if not file_hash:
+            return target
+        actual = file_digest(target, hash_algorithm(file_hash))
+        if actual == file_hash:
+            return target
+        # as keras.utils.get_file: a file that fails its checksum is downloaded again
+        problem = (f"{target} is there but its {hash_algorithm(file_hash)} is {actual}, expected {file_hash} "
+                   f"(incomplete, or a different file)")
     if not download:
-        raise CheckpointError(f"the {what} {target.name} is not in {target.parent}; "
-                              f"{_where_to_put(url, target, file_hash)}")
+        raise CheckpointError(f"{problem}; {_where_to_put(url, target, file_hash)}")
     try:
         with atomic_output(target) as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -78,6 +80,6 @@ def fetch_verified(url: str, target: Path, *, file_hash: str | None = None, down
                                           f"expected {file_hash}; nothing was written to {target}")
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", None) or brief_error(err, with_type=False)
-        raise CheckpointError(f"the {what} {target.name} is not in {target.parent} and could not be downloaded "
-                              f"({reason}); {_where_to_put(url, target, file_hash)}") from None
+        raise CheckpointError(f"{problem}, and it could not be downloaded ({reason}); "
+                              f"{_where_to_put(url, target, file_hash)}") from None
     return target
