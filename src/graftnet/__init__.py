@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from graftnet import backbones, study
+from graftnet import backbones, study, zoo
 from graftnet import data as datasets
 from graftnet.augment import Augment
 from graftnet.cache import FeatureCache
@@ -56,5 +56,5 @@ __all__ = [
     "Adagrad", "Adam", "AdamW", "datasets", "study", "evaluate", "fit", "load_model", "predict", "save_model",
     "seed_everything", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
-    "Subtract", "tune", "backbones", "from_torch",
+    "Subtract", "tune", "backbones", "from_torch", "zoo",
 ]
