@@ -84,7 +84,8 @@ def test_timm_resnet_loads_into_the_torchvision_builder(offline):
 @pytest.mark.skipif(not hasattr(gn.backbones, "torchvision_resnet18"), reason="needs the torchvision builders")
 def test_torchvision_offline_points_at_torch_hubs_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(CheckpointError, match=str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth")):
+    expected = tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(CheckpointError, match=str(expected)):
         gn.zoo.load("torchvision:resnet18", download=False)
 
 

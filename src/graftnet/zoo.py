@@ -95,9 +95,10 @@ def _keras(family: str, download: bool, kwargs: dict[str, Any]) -> Network:
 def _torchvision(arch: str, weights: Any, download: bool, kwargs: dict[str, Any]) -> Network:
     builder = getattr(backbones, f"torchvision_{arch}", None)
     if builder is None:
+        available = [n for n in dir(backbones) if n.startswith("torchvision_")]
         raise ConfigError(f"torchvision:{arch}: this graftnet has no builder gn.backbones.torchvision_{arch} "
                           f"(torchvision-named builders live in src/graftnet/backbones/torchvision_family.py); "
-                          f"available: {', '.join(n for n in dir(backbones) if n.startswith('torchvision_')) or 'none'}")
+                          f"available: {', '.join(available) or 'none'}")
     kwargs.setdefault("weights", weights)
     return builder(download=download, **kwargs)
 

@@ -338,12 +338,14 @@ def _input_shape(input_shape: Sequence[int] | None, *, default_size: int, includ
     else:
         shape = tuple(int(v) for v in input_shape)
         if len(shape) != 3:
-            raise ConfigError(f"{family}: input_shape must be (height, width, channels) as in Keras, got {input_shape!r}")
+            raise ConfigError(f"{family}: input_shape must be (height, width, channels) as in Keras, "
+                              f"got {input_shape!r}")
         if weights is not None and shape[2] != 3:
             raise ConfigError(f"{family}: input_shape={input_shape!r} has {shape[2]} channels; pretrained weights "
                               f"need 3 (RGB), given as Keras does, channels last: (height, width, 3)")
         if shape[0] < 32 or shape[1] < 32:
-            raise ConfigError(f"{family}: input size must be at least 32x32, got input_shape={input_shape!r}")
+            hint = " (channels first? Keras' order is (height, width, channels))" if shape[0] in (1, 3) else ""
+            raise ConfigError(f"{family}: input size must be at least 32x32, got input_shape={input_shape!r}{hint}")
         if include_top and weights == "imagenet" and shape != default:
             raise ConfigError(f"{family}: with include_top=True and weights='imagenet', input_shape must be "
                               f"{default}, got {input_shape!r}")
@@ -355,7 +357,8 @@ def _check_weights(weights: Any, include_top: bool, classes: int, family: str) -
         raise ConfigError(f"{family}: weights={str(weights)!r} is not a file; expected None (random), 'imagenet' "
                           f"(looked up in {keras_cache_dir()}) or the path to a Keras weights file")
     if weights == "imagenet" and include_top and classes != 1000:
-        raise ConfigError(f"{family}: with weights='imagenet' and include_top=True, classes must be 1000, got {classes}")
+        raise ConfigError(f"{family}: with weights='imagenet' and include_top=True, classes must be 1000, "
+                          f"got {classes}")
 
 
 def _finish(g: _Graph, x: str, name: str, family: str, weights: Any, files: KerasWeights | None,
