@@ -51,7 +51,6 @@ import torch
 
 from graftnet.errors import CheckpointError, ConfigError, ImportFormatError, format_names
 from graftnet.io.download import fetch_verified
-from graftnet.io.keras import _graftnet_plans, _named_arrays, _read_keras_file, load_keras_weights
 from graftnet.io.mapping import MappingReport, load_tensors
 from graftnet.layers import (
     Activation,
@@ -179,6 +178,9 @@ def load_keras_application_weights(network: Network, path: str | Path) -> Mappin
     (``.weights.h5``, ``.keras``) go through :func:`~graftnet.io.keras.load_keras_weights`.
     All or nothing: any missing, extra or misshapen array raises and loads nothing.
     """
+    # imported here: `import graftnet` must not pay for h5py and the Keras converter
+    from graftnet.io.keras import _graftnet_plans, _named_arrays, _read_keras_file, load_keras_weights
+
     kfile = _read_keras_file(path)
     if kfile.legacy is None:
         return load_keras_weights(network, path)
