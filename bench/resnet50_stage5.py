@@ -109,7 +109,7 @@ class GraftnetEpoch:
         self.seed += 1
         hist = gn.fit(self.model, self.data, epochs=1, batch_size=self.batch, optimizer="sgd", lr=LR,
                       seed=self.seed, cache=self.cache, verbose=False, metrics=())
-        row = hist.last
+        row = hist.last()
         if "cache_build_seconds" in row and row["cache_build_seconds"]:
             self.extras["cache_build_seconds"] = row["cache_build_seconds"]
         return float(row["seconds"])
