@@ -8,7 +8,7 @@
 
 __version__ = "0.1.0"
 
-from graftnet import backbones, catalog, distributed, sparse, study, tracking
+from graftnet import backbones, catalog, distributed, sparse, study, tracking, zoo
 from graftnet import data as datasets
 from graftnet import pretrain
 from graftnet.augment import Augment
@@ -60,5 +60,5 @@ __all__ = [
     "save_model",
     "seed_everything", "catalog", "rank", "FeatureCache", "FineTune", "Stage", "freeze_below", "get_weights", "graft",
     "set_weights", "unfreeze_top", "Add", "Average", "Block", "Concatenate", "Maximum", "Minimum", "Multiply",
-    "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking", "sparse", "Ftrl",
+    "Subtract", "tune", "backbones", "from_torch", "distributed", "tracking", "sparse", "Ftrl", "zoo",
 ]
