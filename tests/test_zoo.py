@@ -69,7 +69,6 @@ def test_timm_offline_names_the_timm_repo_and_file(offline):
         gn.zoo.load("timm:resnet18.a1_in1k", cache_dir=offline)
 
 
-@pytest.mark.skipif(not hasattr(gn.backbones, "torchvision_resnet18"), reason="needs the torchvision builders")
 def test_timm_resnet_loads_into_the_torchvision_builder(offline):
     from safetensors.torch import save
 

@@ -183,13 +183,18 @@ class _Plan:
             for module in self.modules:
                 x = module(x)
             return x
+        env = self.values(x)
+        outs = [env[o] for o in self.outputs]
+        return outs[0] if len(outs) == 1 else _pack(outs)
+
+    def values(self, x: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the steps; the outputs (and anything still read later) by name."""
         env = dict(zip(self.given, _unpack(x, self.given_shapes)))
         for name, module, inputs, merges, drop in self.steps:
             env[name] = module(*(env[i] for i in inputs)) if merges else module(env[inputs[0]])
             for gone in drop:
                 del env[gone]
-        outs = [env[o] for o in self.outputs]
-        return outs[0] if len(outs) == 1 else _pack(outs)
+        return env
 
 
 def _pack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -701,10 +706,7 @@ class Network(nn.Module):
         wanted = tuple(dict.fromkeys(names))
         for name in wanted:
             self.index(name)
-        plan = _Plan(self, self._given, wanted, range(len(self._index)))
-        env = dict(zip(plan.given, _unpack(x, plan.given_shapes)))
-        for name, module, inputs, merges, _drop in plan.steps:
-            env[name] = module(*(env[i] for i in inputs)) if merges else module(env[inputs[0]])
+        env = _Plan(self, self._given, wanted, range(len(self._index))).values(x)
         return {n: env[n] for n in wanted}
 
     def inference_batch_size(self, start: int = 0, budget_bytes: int = 64 * 2**20, limit: int = 8192) -> int:

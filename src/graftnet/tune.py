@@ -495,6 +495,7 @@ def _report(study: Any, raw: dict[str, Any], out: Path, name: str, settings: dic
     import tomli_w
 
     from graftnet.io.checkpoint import atomic_write_text
+    from graftnet.runs import _drop_none
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
@@ -522,14 +523,6 @@ def _report(study: Any, raw: dict[str, Any], out: Path, name: str, settings: dic
     log(f"tune {name}: {len(rows)} trials ({len(complete)} complete), best {settings['metric']} = {best.value:.4f} "
         f"(trial {best.number}); wrote {out / 'best_recipe.toml'} and {out / 'report.md'}")
     return TuneResult(study, float(best.value), dict(best.params), best_recipe, out, seconds, _finished(study) - before)
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value
 
 
 def _rows(study: Any) -> list[dict[str, Any]]:
