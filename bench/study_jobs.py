@@ -6,6 +6,11 @@ The study: an MLP base (784-300-100-50, trained 3 epochs on Fashion-MNIST's 8 cl
 target task sandal vs shirt with 200 drawn images per seed, the default 7 variants, 20 epochs.
 Both runs use one torch thread per process (what each of two workers gets on 2 cores), so a
 run's arithmetic is the same whichever process ran it.
+
+The same run also measures what this machine allows: a plain PyTorch training loop of the same
+MLP on 200 images (batch 32, 20 epochs), run R times in one process against R/2 times in each
+of two processes started together. That ratio is the bound no scheduler can beat here (0.5 on
+two independent cores; more where the two vCPUs share a physical core or the host is busy).
 """
 
 from __future__ import annotations
@@ -32,6 +37,43 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+_LOOP = """
+import sys, time, torch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+x, y = torch.randn(200, 784), torch.randint(0, 2, (200,))
+t0 = time.perf_counter()
+for _ in range(int(sys.argv[1])):
+    net = torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.SELU(), torch.nn.Linear(300, 100), torch.nn.SELU(),
+                              torch.nn.Linear(100, 50), torch.nn.SELU(), torch.nn.Linear(50, 2))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    for _ in range(20):
+        for i in range(0, 200, 32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
+print(time.perf_counter() - t0)
+"""
+
+
+def machine_bound(repeats: int = 40) -> dict[str, float]:
+    """Wall time of `repeats` plain-torch fits in one process vs half of them in each of two."""
+    import sys
+
+    def launch(n: int) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", _LOOP, str(n)], stdout=subprocess.PIPE, text=True)
+
+    t0 = time.perf_counter()
+    launch(repeats).communicate()
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    procs = [launch(repeats // 2) for _ in range(2)]
+    for proc in procs:
+        proc.communicate()
+    two = time.perf_counter() - t0
+    return {"one_process_s": one, "two_processes_s": two, "ratio": two / one}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=6)
@@ -52,9 +94,12 @@ def main() -> None:
             timings[jobs] = time.perf_counter() - t0
             runs[jobs] = {(r["variant"], r["seed"]): r["test"]["accuracy"] for r in result.runs}
     same = runs[1] == runs[2]
+    bound = machine_bound()
     record = {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_before": os.getloadavg(),
               "seeds": args.seeds, "runs": len(runs[1]), "wall_seconds": timings,
               "ratio_jobs2_over_jobs1": timings[2] / timings[1], "identical_test_accuracies": same,
+              "machine_bound_plain_torch_two_processes": bound,
+              "load_average_after": os.getloadavg(),
               "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1, default=str) + "\n")
