@@ -94,7 +94,8 @@ def classify(base: gn.Network | None, task: Dataset, epochs: int, seed: int) -> 
 def run_seed(seed: int, size: dict, methods: list[str], mnist: Dataset, task: Dataset, shared: bool,
              checkpoints: tuple[int, ...] = ()) -> dict:
     pool = mnist.train.head(size["pretrain_images"])  # split #1
-    out: dict = {"seed": seed, "test": {}, "seconds": {}, "pretext": {}, "checkpoints": {}}
+    out: dict = {"seed": seed, "test": {}, "seconds": {}, "pretext": {}, "checkpoints": {},
+                 "load_average": [round(os.getloadavg()[0], 2)]}
     for method in methods:
         t0 = time.perf_counter()
         if method == "scratch":
@@ -131,6 +132,7 @@ def run_seed(seed: int, size: dict, methods: list[str], mnist: Dataset, task: Da
         out["seconds"][method] = round(time.perf_counter() - t0, 1)
         print(f"seed {seed:<2} {method:<20} test {out['test'][method]:.2f}%  {out['seconds'][method]:.0f}s",
               file=sys.stderr, flush=True)
+    out["load_average"].append(round(os.getloadavg()[0], 2))
     return out
 
 
@@ -236,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes at once")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the cores are shared)")
     parser.add_argument("--out", default="examples/results/pretrain-exercise10")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: summarize the seeds OUT/results.json holds (e.g. of a run stopped early)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     size, methods = SIZES[args.size], [m for m in args.methods.split(",") if m]
@@ -255,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             runs = saved["runs"]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    todo = [seed for seed in range(args.seeds) if not any(r["seed"] == seed for r in runs)]
+    todo = [] if args.report_only else [seed for seed in range(args.seeds) if not any(r["seed"] == seed for r in runs)]
+    if args.report_only and not runs:
+        parser.error(f"--report-only: {results} holds no finished seed of this set-up ({key})")
     shared = args.towers == "shared"
 
     def finished(run: dict) -> None:
@@ -277,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     wall = sum(sum(r["seconds"].values()) for r in runs)
     rows, curve = summarize_runs(runs, methods), checkpoint_rows(runs)
-    load = (load_before, os.getloadavg()[0])
+    load = None if args.report_only else (load_before, os.getloadavg()[0])
     payload = {"key": key, "size": size, "published": PUBLISHED, "summary": rows, "checkpoint_curve": curve,
                "runs": runs, "compute_seconds": round(wall, 1), "elapsed_seconds_this_call": round(elapsed, 1),
-               "load_average": list(load), "torch": torch.__version__, "threads": args.threads, "jobs": args.jobs}
+               "load_average": list(load) if load else None, "torch": torch.__version__, "threads": args.threads, "jobs": args.jobs}
     atomic_write_text(results, json.dumps(payload, indent=1))
     report = markdown(rows, args, size, wall, shared, curve, load)
     atomic_write_text(out / "RESULTS.md", report)
