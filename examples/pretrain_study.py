@@ -133,7 +133,9 @@ def plot(table: dict, budgets: list[int], folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     variants = table["variants"]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     for name, cells in variants.items():
         xs = [b for b in budgets if b in cells]
         mean = [cells[b]["test"]["mean"] for b in xs]
@@ -150,11 +152,12 @@ def plot(table: dict, budgets: list[int], folder: Path) -> list[str]:
     ax.set_xscale("log")
     ax.set_xticks(budgets)
     ax.set_xticklabels([f"{b:,}" for b in budgets])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("labelled training images (balanced over the 10 digits)")
     ax.set_ylabel("test accuracy % (mean over seeds, 95% interval)")
     ax.set_title("MNIST split #2: pretrained 5x100 bases vs scratch\n(colour = base; solid = frozen, dashed = fine-tuned)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="colour = base, line = reuse")
     fig.tight_layout()
     fig.savefig(folder / "accuracy_vs_labels.png", dpi=110)
     plt.close(fig)
