@@ -34,6 +34,14 @@ COLOURS = {"autoencoder": "#1f77b4", "denoising": "#17becf", "rbm": "#9467bd", "
 LABELS = {"autoencoder": "greedy autoencoders", "denoising": "greedy denoising AEs", "rbm": "greedy RBMs (CD-1)",
           "discriminate": "real vs corrupted (max-margin)", "contrastive": "SimCLR NT-Xent",
           "siamese": "siamese 'same digit?' pairs", "supervised": "supervised on split #1 (55,000 labels)"}
+# how each base was pretrained (the recipes of `make pretrain-bases`)
+SETTINGS = {"autoencoder": "tied, 3 epochs per layer, Adam 1e-3, batch 128",
+            "denoising": "tied, 30% of inputs masked, 3 epochs per layer",
+            "rbm": "sigmoid units, CD-1, 3 epochs per layer, SGD 0.1 momentum 0.5, batch 100",
+            "discriminate": "30% of pixels swapped with another image's, max-margin cost, 5 epochs",
+            "contrastive": "two views (shift 3, rotate 15, crop 4), projection 100-32, temperature 0.5, 10 epochs",
+            "siamese": "one shared tower, 10 epochs x 110 steps x 500 fresh pairs, Nesterov SGD 0.01/0.95",
+            "supervised": "softmax head on the 55,000 labelled images, 10 epochs, Nesterov SGD 0.01/0.95 (the ceiling)"}
 
 
 def run_studies(budgets: list[int], out: Path, seeds: int | None, jobs: int) -> None:
@@ -110,7 +118,8 @@ def markdown(table: dict, budgets: list[int], pictures: list[str]) -> str:
         lines.append(f"- {b:,} labels: {studies[b]['headline']}")
     lines += ["", "What the bases are (all on split #1, MNIST's 55,000 training images; none saw a split #2 label):", ""]
     for key, label in LABELS.items():
-        lines.append(f"- **{key}**: {label}")
+        lines.append(f"- **{key}**: {label}; {SETTINGS[key]} (`bases/{key}/`: its pretraining report"
+                     + (", reconstructions" if key in ("autoencoder", "denoising", "rbm") else "") + ")")
     lines += ["", "Time: " + "; ".join(
         f"{b:,} labels: {studies[b]['runs']} runs, {studies[b]['run_seconds'] / 60:.1f} min of run time, "
         f"load average {studies[b]['load_average'][0]:.1f}-{studies[b]['load_average'][1]:.1f}" for b in budgets)
