@@ -217,7 +217,8 @@ def markdown(rows: list[dict], args: argparse.Namespace, size: dict, wall: float
                   "|---|---|---|---|---|---|"]
         for c in curve:
             lines.append(f"| {c['pair_epochs']} | {c['n']} | {fmt(c['test'])} | [{fmt(c['test_low'])}, "
-                         f"{fmt(c['test_high'])}] | {fmt(c['pairs'])} | [{fmt(c['pairs_low'])}, {fmt(c['pairs_high'])}] |")
+                         f"{fmt(c['test_high'])}] | {fmt(c['pairs'])} | [{fmt(c['pairs_low'])}, "
+                         f"{fmt(c['pairs_high'])}] |")
     lines += ["", "Pretext score: siamese = accuracy on 10,000 test pairs (the notebook: 97.6%); autoencoder = "
               "reconstruction MSE of hidden5's input; contrastive = how often a view's nearest candidate is the "
               "other view of the same image (NT-Xent top-1)."]
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     load = None if args.report_only else (load_before, os.getloadavg()[0])
     payload = {"key": key, "size": size, "published": PUBLISHED, "summary": rows, "checkpoint_curve": curve,
                "runs": runs, "compute_seconds": round(wall, 1), "elapsed_seconds_this_call": round(elapsed, 1),
-               "load_average": list(load) if load else None, "torch": torch.__version__, "threads": args.threads, "jobs": args.jobs}
+               "load_average": list(load) if load else None, "torch": torch.__version__, "threads": args.threads,
+               "jobs": args.jobs}
     atomic_write_text(results, json.dumps(payload, indent=1))
     report = markdown(rows, args, size, wall, shared, curve, load)
     atomic_write_text(out / "RESULTS.md", report)

@@ -116,7 +116,8 @@ def markdown(table: dict, budgets: list[int], pictures: list[str]) -> str:
               f"{first['primary']} vs scratch):", ""]
     for b in budgets:
         lines.append(f"- {b:,} labels: {studies[b]['headline']}")
-    lines += ["", "What the bases are (all on split #1, MNIST's 55,000 training images; none saw a split #2 label):", ""]
+    lines += ["", "What the bases are (all on split #1, MNIST's 55,000 training images; none saw a split #2 "
+              "label):", ""]
     for key, label in LABELS.items():
         lines.append(f"- **{key}**: {label}; {SETTINGS[key]} (`bases/{key}/`: its pretraining report"
                      + (", reconstructions" if key in ("autoencoder", "denoising", "rbm") else "") + ")")
@@ -164,7 +165,8 @@ def plot(table: dict, budgets: list[int], folder: Path) -> list[str]:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("labelled training images (balanced over the 10 digits)")
     ax.set_ylabel("test accuracy % (mean over seeds, 95% interval)")
-    ax.set_title("MNIST split #2: pretrained 5x100 bases vs scratch\n(colour = base; solid = frozen, dashed = fine-tuned)")
+    ax.set_title("MNIST split #2: pretrained 5x100 bases vs scratch\n"
+                 "(colour = base; solid = frozen, dashed = fine-tuned)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="colour = base, line = reuse")
     fig.tight_layout()

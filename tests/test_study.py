@@ -506,8 +506,8 @@ def test_a_variant_base_folder_from_a_recipe_and_its_errors(tmp_path):
     assert list(saved["key"]["variant_bases"]) == [str(tmp_path / "other")]
     with pytest.raises(ConfigError, match=r"variant 'o' reuses base 'nowhere', which is neither a name in bases nor "
                                           r"a saved model folder"):
-        study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "o"], variant_tables={"o": {"base": "nowhere"}},
-                  report=False, **FAST)
+        study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "o"],
+                  variant_tables={"o": {"base": "nowhere"}}, report=False, **FAST)
     with pytest.raises(ConfigError, match=r"bases \['unused'\] are given but no variant names them"):
         study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen"], bases={"unused": other},
                   report=False, **FAST)
