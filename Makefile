@@ -7,6 +7,7 @@
 #   make bench  - the benchmarks in bench/
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
+#   make pretrain-label-study - every pretrained base vs scratch at 100/300/1,000 labels, 10 seeds (CPU-heavy)
 #   make examples - every book companion (examples/book/) at full size; figures in examples/results/book/
 #   make rank-validation - transferability ranking vs 10-seed studies (CPU-heavy; bench/results/)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
@@ -28,7 +29,8 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study examples rank-validation
+.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study pretrain-bases pretrain-label-study \
+	examples rank-validation
 
 venv: $(STAMP)
 
@@ -78,11 +80,29 @@ fuzz: venv
 
 # Exercise 10 of Hands-On ML ch. 11 (same-digit pairs, a greedy autoencoder and SimCLR against
 # scratch) over 10 seeds; resumes from its results.json. PRETRAIN_SIZE=notebook runs the notebook's epochs.
+# The notebook's size: PRETRAIN_SIZE=notebook PRETRAIN_JOBS=2 PRETRAIN_METHODS=scratch,siamese-frozen,autoencoder-frozen
+# PRETRAIN_CHECKPOINTS=1,3,10,30 (about 10 CPU-minutes per seed on an idle core).
 PRETRAIN_SIZE ?= small
 PRETRAIN_SEEDS ?= 10
+PRETRAIN_JOBS ?= 1
+PRETRAIN_METHODS ?= scratch,siamese-frozen,autoencoder-frozen,contrastive-frozen
+PRETRAIN_CHECKPOINTS ?=
 pretrain-study: venv data
 	nice -n 10 $(PY) examples/pretrain_exercise10.py --size $(PRETRAIN_SIZE) --seeds $(PRETRAIN_SEEDS) \
+		--jobs $(PRETRAIN_JOBS) --methods $(PRETRAIN_METHODS) --checkpoints "$(PRETRAIN_CHECKPOINTS)" \
 		--out examples/results/pretrain-exercise10$(if $(filter-out small,$(PRETRAIN_SIZE)),-$(PRETRAIN_SIZE))
+# The bases of the label-budget study, each pretrained once on MNIST's 55,000 training images
+# (runs/pretrain-<method>/model), and the supervised one (runs/mnist-split1-supervised/model).
+pretrain-bases: venv data
+	for method in autoencoder denoising rbm discriminate contrastive siamese; do \
+		nice -n 10 $(PY) -m graftnet pretrain examples/recipes/pretrain_mnist_$$method.toml --threads 1 --quiet || exit 1; \
+	done
+	OMP_NUM_THREADS=1 nice -n 10 $(PY) -m graftnet train examples/recipes/mnist_split1_supervised.toml -q
+	run=$$(ls -td runs/mnist_split1_supervised-*/ | head -1) && rm -rf runs/mnist-split1-supervised && \
+		mkdir -p runs/mnist-split1-supervised && cp -r $$run/model runs/mnist-split1-supervised/model
+# One `graftnet study` per label budget, every base in each; the comparison in examples/results/pretrain-label-study/
+pretrain-label-study: pretrain-bases
+	nice -n 10 $(PY) examples/pretrain_study.py --run --budgets 100,300,1000
 # Sorted order runs ch11_1_4 (which saves the model the 11.2 companions reuse) before them.
 EXAMPLE_ARGS ?=
 examples: venv data

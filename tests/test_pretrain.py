@@ -368,6 +368,87 @@ def test_cli_pretrain_writes_a_base_that_a_study_takes(tmp_path):
     assert "hidden1, hidden2" in result.summary("frozen").description
 
 
+def test_pretrained_bases_plug_into_graftnet_study_from_the_command_line(tmp_path, capsys):
+    """`graftnet pretrain` twice, then one `graftnet study --recipe` comparing both bases (one the
+    study's [base], one a variant's base) with scratch: the command-line path of issue 13."""
+    from graftnet.cli import main
+
+    for method, options in (("autoencoder", "tied = true"), ("discriminate", 'loss = "margin"')):
+        (tmp_path / f"{method}.toml").write_text(RECIPE.format(method=method, options=options))
+        assert main(["pretrain", str(tmp_path / f"{method}.toml"), "--out", str(tmp_path / method), "--quiet"]) == 0
+    (tmp_path / "study.toml").write_text(f"""
+[study]
+seeds = 2
+variants = ["scratch", "ae-frozen", "disc-frozen", "disc-fine-tuned"]
+primary = "disc-frozen"
+epochs = 2
+head_epochs = 1
+[task]
+data = "digits"
+train_size = 50
+sampling = "balanced"
+[base]
+path = "{tmp_path / 'autoencoder' / 'model'}"
+[variants.ae-frozen]
+unfreeze = 0
+[variants.disc-frozen]
+base = "{tmp_path / 'discriminate' / 'model'}"
+[variants.disc-fine-tuned]
+base = "{tmp_path / 'discriminate' / 'model'}"
+unfreeze = "all"
+""")
+    out = tmp_path / "study"
+    assert main(["study", "--recipe", str(tmp_path / "study.toml"), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "disc-fine-tuned" in printed and "Holm" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert sorted({r["variant"] for r in saved["runs"]}) == ["ae-frozen", "disc-fine-tuned", "disc-frozen", "scratch"]
+    described = {r["variant"]: r["description"] for r in saved["runs"]}
+    assert described["disc-frozen"] == "reusing base 'discriminate-base': hidden1, hidden2 frozen"
+    assert described["ae-frozen"] == "reusing hidden1, hidden2 frozen"
+    assert (out / "report.md").is_file()
+
+
+def test_siamese_on_epoch_sees_the_base_so_far_without_changing_the_training(digits):
+    seen = {}
+
+    def snapshot(epoch, base):
+        seen[epoch] = base
+        torch.rand(100)  # the callback's own draws do not move the training's
+
+    kwargs = dict(epochs=3, steps_per_epoch=3, batch_size=40, seed=0, verbose=False)
+    tower = [gn.Flatten(), gn.Dense(8, "elu")]
+    plain = gn.pretrain.siamese(tower, digits, **kwargs)
+    watched = gn.pretrain.siamese(tower, digits, on_epoch=snapshot, **kwargs)
+    assert sorted(seen) == [1, 2, 3] and seen[1].info["pretrain"]["epochs"] == 1
+    for a, b in zip(plain.state_dict().values(), watched.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(seen[3].state_dict().values(), watched.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(seen[1].layer("hidden1").weight, watched.layer("hidden1").weight)
+
+
+def test_siamese_names_the_pair_data_and_a_tower_that_is_not_flat(digits):
+    net = gn.Network([gn.Flatten(), gn.Dense(8, "elu")], (1, 28, 28))
+    with pytest.raises(ShapeError, match=r"the pair data has examples of shape \(1, 8, 8\) but network 'network' "
+                                         r"expects \(1, 28, 28\)"):
+        gn.pretrain.siamese(net, digits, epochs=1)
+    with pytest.raises(ShapeError, match=r"the tower's output has shape \(4, 6, 6\); it must be flat"):
+        gn.pretrain.siamese([gn.Conv2d(4, 3)], digits, epochs=1)
+    with pytest.raises(DataError, match=r"labels must be \(N,\) with N = 1197 examples, got shape \(3,\)"):
+        gn.pretrain.siamese([gn.Flatten(), gn.Dense(8)], digits.train.x, labels=torch.zeros(3), epochs=1)
+
+
+def test_mnist_split2_is_exercise_10s_split_2_apart_from_split_1():
+    from graftnet.data import load
+
+    task, full = load("mnist:split2"), gn.datasets.mnist(download=False)
+    assert (len(task.train), len(task.valid), len(task.test)) == (4000, 1000, 10000)
+    assert torch.equal(torch.cat([task.train.x, task.valid.x]), full.valid.x)  # the 5,000 validation images
+    assert torch.equal(task.test.y, full.test.y) and task.name == "mnist:split2"
+    assert len(full.train) == 55000  # split #1, which pretraining uses
+
+
 def test_recipe_errors_name_the_key(tmp_path):
     from graftnet.cli import main
 

@@ -465,3 +465,56 @@ def test_worker_processes_give_the_results_of_a_serial_study(tmp_path):
         assert abs(two[key]["test"]["loss"] - record["test"]["loss"]) < 1e-5, key
     saved = json.loads((tmp_path / "jobs" / "results.json").read_text())
     assert len(saved["runs"]) == 6
+
+
+# ------------------------------------------------------------------ variants with their own base
+def test_a_variant_with_its_own_base_runs_as_a_study_of_that_base_would():
+    """One study comparing two bases: each variant that names a base gives exactly the runs
+    a study of that base alone gives (same seeds, same drawn data), and the report says which base."""
+    other = tiny_base(seed=7)
+    other.name = "other-base"
+    tables = {"other-frozen": {"base": "b"}, "other-fine-tuned": {"base": "b", "unfreeze": "all"}}
+    both = study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen", "other-frozen",
+                     "other-fine-tuned"], variant_tables=tables, bases={"b": other}, train_size=60,
+                     report=False, progress=lambda line: None, **FAST)
+    alone = study.run(other, tiny_task(), seeds=2, variants=["scratch", "frozen", "unfreeze-all"], train_size=60,
+                      report=False, progress=lambda line: None, **FAST)
+    for mine, theirs in (("other-frozen", "frozen"), ("other-fine-tuned", "unfreeze-all")):
+        assert [r["test"] for r in both.runs if r["variant"] == mine] == \
+            [r["test"] for r in alone.runs if r["variant"] == theirs]
+    assert both.summary("other-frozen").description == "reusing base 'other-base': hidden1..hidden3 frozen"
+    assert both.summary("frozen").test.mean != both.summary("other-frozen").test.mean
+    from graftnet.stats import holm
+
+    compared = ["frozen", "other-frozen", "other-fine-tuned"]  # Holm over the comparisons of both bases
+    raw = [both.summary(name).test_p["p"] for name in compared]
+    assert [both.summary(name).p_adjusted for name in compared] == pytest.approx(holm(raw))
+    assert set(both.base["variant_bases"]) == {"b"}
+
+
+def test_a_variant_base_folder_from_a_recipe_and_its_errors(tmp_path):
+    from graftnet.io.checkpoint import save_model
+
+    other = tiny_base(seed=7)
+    save_model(other, tmp_path / "other")
+    recipe = {"study": {"seeds": 2, "variants": ["scratch", "o"], **FAST},
+              "variants": {"o": {"base": str(tmp_path / "other")}}}
+    result = study.run_recipe(recipe, base=tiny_base(), task=tiny_task(), out=tmp_path / "s", report=False,
+                              progress=lambda line: None)
+    assert result.summary("o").description == "reusing base 'tiny-base': hidden1..hidden3 frozen"  # the saved name
+    saved = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert list(saved["key"]["variant_bases"]) == [str(tmp_path / "other")]
+    with pytest.raises(ConfigError, match=r"variant 'o' reuses base 'nowhere', which is neither a name in bases nor "
+                                          r"a saved model folder"):
+        study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "o"],
+                  variant_tables={"o": {"base": "nowhere"}}, report=False, **FAST)
+    with pytest.raises(ConfigError, match=r"bases \['unused'\] are given but no variant names them"):
+        study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "frozen"], bases={"unused": other},
+                  report=False, **FAST)
+    wide = Network.mlp(5, [16, 16], 3, name="wide")
+    with pytest.raises(ShapeError, match=r"variant base 'w' \('wide'\) takes inputs of shape \(5,\) but task 'tiny' "
+                                         r"has examples of shape \(8,\)"):
+        study.run(tiny_base(), tiny_task(), seeds=2, variants=["scratch", "o"], variant_tables={"o": {"base": "w"}},
+                  bases={"w": wide}, report=False, **FAST)
+    with pytest.raises(ConfigError, match=r"\[variants.o\] base must be a saved model folder"):
+        study.parse_variant("o", {"base": 3})

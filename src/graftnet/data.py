@@ -50,6 +50,7 @@ __all__ = [
     "Dataset",
     "fashion_mnist",
     "mnist",
+    "mnist_split2",
     "digits",
     "from_arrays",
     "from_npz",
@@ -84,6 +85,8 @@ LOAD_FORMS = {
     "fashion:B": "Fashion-MNIST Sandal vs Shirt, binary (positive: Shirt), first 200 training images",
     "mnist": "MNIST, 10 digits",
     "mnist:0-4, mnist:5-9": "MNIST, a range of digits relabelled from 0",
+    "mnist:split2": "MNIST's 5,000 validation images as a task (4,000 train / 1,000 valid; test: the 10,000): "
+                    "Hands-On ML ch. 11 exercise 10's split #2 (split #1 = mnist's 55,000 training images)",
     "digits": "scikit-learn's 8x8 digits",
     "PATH.npz": "arrays saved with save_npz (x_train, y_train, ...)",
     "DIRECTORY": "an image folder, one sub-folder per class",
@@ -882,6 +885,24 @@ def mnist(
     return _idx_dataset(MNIST, root, valid_size, scale, download)
 
 
+def mnist_split2(root: str | os.PathLike | None = None, valid_size: int = 1000) -> Dataset:
+    """Hands-On ML ch. 11 exercise 10's split #2 as a task: MNIST's 5,000 validation images
+    (the first ``5000 - valid_size`` to train on, the rest to validate), tested on the
+    10,000 test images. Split #1, for pretraining without these labels, is ``mnist().train``.
+
+        >>> len(mnist_split2().train), len(mnist_split2().valid)  # doctest: +SKIP
+        (4000, 1000)
+    """
+    full = mnist(root)
+    pool = full.valid
+    _check_count(valid_size, len(pool) - 1, f"valid_size={valid_size}")
+    cut = len(pool) - valid_size
+    return Dataset(name="mnist:split2", train=pool.head(cut), valid=pool.take(torch.arange(cut, len(pool))),
+                   test=full.test, classes=full.classes, task="multiclass",
+                   source={**full.source, "split": f"train/valid = MNIST's {len(pool):,} validation images "
+                           f"({cut:,} / {valid_size:,}); test = the {len(full.test):,} test images"})
+
+
 def digits(valid_size: int = 300, test_size: int = 300, seed: int = 0, scale: str = "unit") -> Dataset:
     """scikit-learn's 1,797 8x8 digit images as (N, 1, 8, 8), pixel values divided by 16.
 
@@ -1219,6 +1240,8 @@ def load(name_or_path: str, root: str | os.PathLike | None = None) -> Dataset:
         return _named(mnist(root), "mnist")
     if key == "digits":
         return _named(digits(), "digits")
+    if key == "mnist:split2":
+        return _named(mnist_split2(root), "mnist:split2")
     match = _MNIST_RANGE.match(spec.lower())
     if match:
         low, high = int(match.group(1)), int(match.group(2))

@@ -141,12 +141,13 @@ def _labeled(data: Data, labels: Any, what: str) -> tuple[torch.Tensor, torch.Te
     return x, y.long(), None, None
 
 
-def _tower(layers: Sequence[LayerSpec] | Network, x: torch.Tensor, name: str) -> Network:
+def _tower(layers: Sequence[LayerSpec] | Network, x: torch.Tensor, name: str,
+           what: str = "the unlabeled data") -> Network:
     """A fresh Network for ``layers`` (specs are built for ``x``'s shape; a Network is copied)."""
     shape = tuple(x.shape[1:])
     if isinstance(layers, Network):
         if tuple(layers.input_shape) != shape:
-            raise ShapeError(f"the unlabeled data has examples of shape {shape} but network {layers.name!r} "
+            raise ShapeError(f"{what} has examples of shape {shape} but network {layers.name!r} "
                              f"expects {tuple(layers.input_shape)}")
         return copy.deepcopy(layers)
     specs = list(layers)
@@ -166,7 +167,7 @@ def _tower(layers: Sequence[LayerSpec] | Network, x: torch.Tensor, name: str) ->
     try:
         return Network(specs, shape, name=name)
     except ShapeError as err:
-        raise ShapeError(f"the unlabeled data has examples of shape {shape}, which the tower cannot take: "
+        raise ShapeError(f"{what} has examples of shape {shape}, which the tower cannot take: "
                          f"{err}") from None
 
 
@@ -806,6 +807,7 @@ def siamese(
     history: History | None = None,
     name: str = "siamese",
     verbose: bool | None = None,
+    on_epoch: Callable[[int, Network], Any] | None = None,
 ) -> Network:
     """Pretrain ``tower`` on "are these two examples of the same class?" (the book's exercise 10).
 
@@ -817,6 +819,10 @@ def siamese(
     Nesterov momentum SGD(lr=0.01, momentum=0.95). A Dataset's validation split gives
     ``val_loss`` / ``val_accuracy`` on ``valid_pairs`` fixed pairs.
 
+    ``on_epoch(epoch, base)``, if given, is called after every epoch with a copy of the base
+    as it stands (what this function would return had it stopped there), e.g. to measure
+    how the downstream accuracy grows with pair training; it does not change the training.
+
     Returns the tower's layers (pretrained), then a placeholder ``outputs``.
 
     >>> base = siamese(Network.mlp((1, 28, 28), [100] * 5, 1, activation="elu").specs[:-1], mnist, epochs=10)
@@ -824,7 +830,7 @@ def siamese(
     _check_loop(epochs, batch_size)
     x, y, vx, vy = _labeled(data, labels, "siamese pairs")
     generator = _generator(seed)
-    net = _tower(tower, x, name)
+    net = _tower(tower, x, name, "the pair data")
     width = _flat_width(net, "siamese")
     sampler = _PairSampler(y, "the training data")  # one class, or no class with 2 examples: an error now
     head = _pair_head(width, head_units)
@@ -837,6 +843,13 @@ def siamese(
         fixed = make_pairs(vy, valid_pairs, torch.Generator().manual_seed(12345), what="the validation data")
     say, history = _reporter(verbose), history if history is not None else History()
     row: dict[str, Any] = {}
+
+    def info(done: int, last: dict[str, Any]) -> dict[str, Any]:
+        return {"method": "siamese", "epochs": done, "steps_per_epoch": steps, "batch_size": batch_size,
+                "head_units": head_units, "shared_towers": share, "seed": seed,
+                "final": {k: v for k, v in last.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                "history": history.to_dict()}
+
     for epoch in range(1, epochs + 1):
         t0, total, correct = time.perf_counter(), torch.zeros(()), torch.zeros(())
         model.train()
@@ -854,11 +867,11 @@ def siamese(
             values.update(_pair_scores(model, vx, *fixed))
         row = _row(history, "siamese", epoch, values, time.perf_counter() - t0)
         say(_format(row))
-    info = {"method": "siamese", "epochs": epochs, "steps_per_epoch": steps, "batch_size": batch_size,
-            "head_units": head_units, "shared_towers": share, "seed": seed,
-            "final": {k: v for k, v in row.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy")},
-            "history": history.to_dict()}
-    return _with_head(net, None, info, placeholder=True)
+        if on_epoch is not None:
+            with torch.random.fork_rng(devices=[]):  # whatever the callback draws, training goes on the same
+                on_epoch(epoch, _with_head(copy.deepcopy(net), None, info(epoch, row), placeholder=True))
+
+    return _with_head(net, None, info(epochs, row), placeholder=True)
 
 
 @torch.no_grad()

@@ -21,6 +21,13 @@ Variants (names are self-describing; a recipe may define others in ``[variants.N
 - ``drop-topK``: the top K hidden layers of the base are not reused (the rest frozen);
   combinations such as ``drop-top1-unfreeze-top2`` mean what they say.
 
+One study can compare several bases: a variant defined in a table may name its own base
+(``{"base": "ae", "unfreeze": "all"}`` with ``bases={"ae": network_or_folder}``, or in a
+recipe ``[variants.ae-frozen] base = "runs/pretrain-ae"``, a saved model folder); its runs
+reuse that base's layers (and ``scratch = true`` with a base trains that base's
+architecture from scratch). Every comparison is still with the study's scratch on the same
+seeds and drawn data, and Holm-adjusted over all of them.
+
 A *hidden layer* of the base is a layer with weights (Dense, Conv2d) plus the layers
 without weights that follow it (BatchNorm, activation, dropout, pooling); the base's
 head (its last layer with weights and whatever follows) is never reused.
@@ -195,6 +202,8 @@ class Variant:
             ``"all"``; 0 keeps every reused layer frozen (one stage).
         head_epochs: stage-1 epochs of an unfreezing variant (``None``: the study's).
         finetune_lr_mult: stage-2 learning rate = lr x this (``None``: the study's).
+        base: the base this variant reuses, when not the study's own: a key of ``run``'s
+            ``bases`` or a saved model folder (``None``: the study's base).
 
         >>> v = parse_variant("drop-top1-unfreeze-top2")
         >>> v.drop, v.unfreeze, v.scratch
@@ -207,14 +216,18 @@ class Variant:
     unfreeze: int | str = 0
     head_epochs: int | None = None
     finetune_lr_mult: float | None = None
+    base: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if out["base"] is None:  # the study's own base: recorded as before variants could name one
+            del out["base"]
+        return out
 
 
 _TOKEN = re.compile(r"(frozen|drop-top(\d+)|unfreeze-top(\d+)|unfreeze-all)(?:-|$)")
 VARIANT_FORMS = ("scratch", "frozen", "unfreeze-topK", "unfreeze-all", "drop-topK", "drop-topK-unfreeze-topJ")
-_VARIANT_KEYS = {"drop", "unfreeze", "scratch", "head_epochs", "finetune_lr_mult", "description"}
+_VARIANT_KEYS = {"drop", "unfreeze", "scratch", "head_epochs", "finetune_lr_mult", "description", "base"}
 
 
 def parse_variant(name: str, table: Mapping[str, Any] | None = None) -> Variant:
@@ -249,8 +262,13 @@ def _variant_from_table(name: str, table: Mapping[str, Any]) -> Variant:
     drop = table.get("drop", 0)
     if isinstance(drop, bool) or not isinstance(drop, int) or drop < 0:
         raise ConfigError(f"[variants.{name}] drop must be a count >= 0, got {drop!r}")
+    base = table.get("base")
+    if base is not None and (not isinstance(base, str) or not base.strip()):
+        raise ConfigError(f"[variants.{name}] base must be a saved model folder (or a name given in bases), "
+                          f"got {base!r}")
     return Variant(name=name, scratch=bool(table.get("scratch", False)), drop=drop, unfreeze=unfreeze,
-                   head_epochs=table.get("head_epochs"), finetune_lr_mult=table.get("finetune_lr_mult"))
+                   head_epochs=table.get("head_epochs"), finetune_lr_mult=table.get("finetune_lr_mult"),
+                   base=base)
 
 
 def hidden_blocks(base: Network) -> list[list[str]]:
@@ -636,14 +654,20 @@ def _val_metrics(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings: Settings, cache: bool,
-             device: Any, reference_flops: int | None = None) -> dict[str, Any]:
+             device: Any, reference_flops: int | None = None,
+             bases: Mapping[str, Network] | None = None) -> dict[str, Any]:
     from graftnet import cache as cache_mod
     from graftnet.optim import optimizer_from
     from graftnet.train import EarlyStopping, evaluate
     from graftnet.transfer import FineTune
 
     t0 = time.perf_counter()
+    if variant.base is not None:
+        base = (bases or {})[variant.base]
     model, unfrozen, words = _build(base, variant, data, seed)
+    if variant.base is not None:  # name the base: "reusing 'ae''s hidden1..hidden5 frozen"
+        words = (f"reusing base {base.name!r}: {words[len('reusing '):]}" if words.startswith("reusing ")
+                 else f"{words}, the architecture of base {base.name!r}")
     opt = optimizer_from(settings.optimizer)
     stopper = (EarlyStopping(monitor="val_loss", patience=settings.early_stopping, restore_best=True)
                if settings.early_stopping else None)
@@ -995,6 +1019,39 @@ def _resolve(base: Network | str | os.PathLike, task: Dataset | str) -> tuple[Ne
     return base, task
 
 
+def _variant_bases(variants: Sequence[Variant], given: Mapping[str, Any] | None) -> dict[str, Network]:
+    """The bases the variants name (other than the study's), each loaded once: a key of
+    ``given`` (a Network or a saved folder), else a saved model folder."""
+    from graftnet.io.checkpoint import load_model
+
+    given = dict(given or {})
+    out: dict[str, Network] = {}
+    for v in variants:
+        if v.base is None or v.base in out:
+            continue
+        if v.base in given:
+            item = given[v.base]
+            out[v.base] = item if isinstance(item, Network) else load_model(Path(str(item)).expanduser())
+            continue
+        folder = Path(v.base).expanduser()
+        if not (folder / "spec.json").is_file():
+            names = f"; bases given: {', '.join(sorted(given))}" if given else ""
+            raise ConfigError(f"variant {v.name!r} reuses base {v.base!r}, which is neither a name in bases nor a "
+                              f"saved model folder (no {folder / 'spec.json'}){names}")
+        out[v.base] = load_model(folder)
+    unused = sorted(set(given) - set(out))
+    if unused:
+        raise ConfigError(f"bases {unused} are given but no variant names them (variants: "
+                          f"{', '.join(v.name for v in variants)}); set base = NAME in a variant's table")
+    return out
+
+
+def _check_base_shape(base: Network, task: Dataset, name: str) -> None:
+    if tuple(base.input_shape) != tuple(task.input_shape):
+        raise ShapeError(f"variant base {name!r} ({base.name!r}) takes inputs of shape {tuple(base.input_shape)} but "
+                         f"task {task.name!r} has examples of shape {tuple(task.input_shape)}")
+
+
 def _variant_list(variants: Sequence[str | Variant] | None, tables: Mapping[str, Any] | None) -> list[Variant]:
     names = list(variants) if variants is not None else list(DEFAULT_VARIANTS)
     tables = dict(tables or {})
@@ -1037,6 +1094,7 @@ def run(
     seeds: int | Sequence[int] = 10,
     variants: Sequence[str | Variant] | None = None,
     variant_tables: Mapping[str, Any] | None = None,
+    bases: Mapping[str, Network | str | os.PathLike] | None = None,
     epochs: int = 20,
     head_epochs: int = 4,
     batch_size: int = 32,
@@ -1071,7 +1129,9 @@ def run(
         task: the target task (a Dataset or a ``data.load`` name such as ``"mnist:5-9"``).
         seeds: a count (seeds 0..N-1) or a list of seeds.
         variants: names in report order (default ``DEFAULT_VARIANTS``); ``variant_tables``
-            defines custom ones by name (``{"mine": {"drop": 1, "unfreeze": 2}}``).
+            defines custom ones by name (``{"mine": {"drop": 1, "unfreeze": 2}}``); a table's
+            ``base`` makes that variant reuse another base: a key of ``bases`` (name ->
+            Network or saved folder) or a saved model folder. Each is checked like ``base``.
         epochs: epochs of every run; unfreezing variants spend ``head_epochs`` of them
             training the head only, then the rest at ``lr x finetune_lr_mult``.
         optimizer: a name, dict or spec (``graftnet.optim``); its lr is scratch's.
@@ -1124,12 +1184,17 @@ def run(
     primary = choose_primary(variant_list, primary)
     budget_list = sorted({int(b) for b in budgets}) if budgets else []
     _check_inputs(base, task, settings, budget_list)
+    variant_bases = _variant_bases(variant_list, bases)
+    for name, other in variant_bases.items():
+        _check_base_shape(other, task, name)
     for v in variant_list:
-        _plan(base, v)  # a variant that cannot apply to this base fails now, not after hours
+        _plan(variant_bases[v.base] if v.base is not None else base, v)  # fails now, not after hours
     warned = _warn_seeds(seed_list)
     main_budget = settings.train_size if settings.train_size is not None else len(task.train)
 
     key = _study_key(_fingerprint_model(base), _fingerprint_task(task), settings)
+    if variant_bases:  # a changed variant base invalidates the saved runs, as the study's base does
+        key["variant_bases"] = {name: _fingerprint_model(b) for name, b in sorted(variant_bases.items())}
     ledger = _Ledger(Path(out) / RESULTS if out is not None else None, key)
     if resume:
         ledger.load(variant_list, say)
@@ -1138,7 +1203,8 @@ def run(
     cache_before = _cache_stats(cache)
     reference_flops = scratch_flops(base, task)
 
-    workers = _Workers.start(jobs, backend, address, base, task, settings, cache, device, reference_flops)
+    workers = _Workers.start(jobs, backend, address, base, task, settings, cache, device, reference_flops,
+                             variant_bases)
 
     def done(record: dict[str, Any]) -> None:
         ledger.add(record)
@@ -1152,7 +1218,8 @@ def run(
         if workers is not None:
             workers.submit(seed, variant, settings.train_size if size == main_budget else size)
             return
-        done(_one_run(base, variant, data, seed, settings, cache, device, reference_flops))  # type: ignore[arg-type]
+        done(_one_run(base, variant, data, seed, settings, cache, device, reference_flops,  # type: ignore[arg-type]
+                      variant_bases))
 
     say(f"study: {len(variant_list)} variants x {len(seed_list)} seeds = {len(seed_list) * len(variant_list)} runs "
         f"on {task.name!r} ({main_budget} training examples per run, budget: {settings.budget}; primary "
@@ -1190,8 +1257,11 @@ def run(
     elif workers is not None:
         workers.stop()
 
+    described = _describe_base(base)
+    if variant_bases:
+        described["variant_bases"] = {name: _describe_base(b) for name, b in variant_bases.items()}
     result = StudyResult(
-        base=_describe_base(base), task=_describe_task(task), settings=settings.to_dict(), seeds=seed_list,
+        base=described, task=_describe_task(task), settings=settings.to_dict(), seeds=seed_list,
         budget=main_budget, variants=summaries, runs=ledger.records(), budget_curve=curve, best=best,
         reference=dict(reference) if reference else None, warnings=warned,
         wall_seconds=round(time.perf_counter() - t_start, 3), resumed_runs=resumed,
@@ -1211,19 +1281,21 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(base_dir: str, task: Dataset, settings: Settings, cache: bool, device: Any,
-                 reference_flops: int | None, threads: int) -> None:
-    """Set up one worker process: its share of the cores, the base (from its saved folder), the task."""
+                 reference_flops: int | None, threads: int, variant_dirs: Mapping[str, str] | None = None) -> None:
+    """Set up one worker process: its share of the cores, the bases (from their saved folders), the task."""
     from graftnet.io.checkpoint import load_model
 
     torch.set_num_threads(threads)
     _WORKER.update(base=load_model(base_dir), task=task, settings=settings, cache=cache, device=device,
-                   reference_flops=reference_flops)
+                   reference_flops=reference_flops,
+                   bases={name: load_model(folder) for name, folder in (variant_dirs or {}).items()})
 
 
 def _worker_run(variant: Variant, seed: int, train_size: int | None) -> dict[str, Any]:
     w = _WORKER
     data = _data_for(w["task"], w["settings"], train_size, seed)
-    return _one_run(w["base"], variant, data, seed, w["settings"], w["cache"], w["device"], w["reference_flops"])
+    return _one_run(w["base"], variant, data, seed, w["settings"], w["cache"], w["device"], w["reference_flops"],
+                    w["bases"])
 
 
 class _StudyActor:
@@ -1250,7 +1322,8 @@ class _Workers:
 
     @classmethod
     def start(cls, jobs: int, backend: str, address: str | None, base: Network, task: Dataset, settings: Settings,
-              cache: bool, device: Any, reference_flops: int | None) -> _Workers | None:
+              cache: bool, device: Any, reference_flops: int | None,
+              variant_bases: Mapping[str, Network] | None = None) -> _Workers | None:
         if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
             raise ConfigError(f"jobs must be a whole number >= 1, got {jobs!r}")
         if backend not in ("local", "ray"):
@@ -1263,8 +1336,13 @@ class _Workers:
 
         folder = tempfile.TemporaryDirectory(prefix="graftnet-study-base-")
         save_model(base, Path(folder.name) / "base")
+        variant_dirs = {}
+        for i, (name, other) in enumerate(sorted((variant_bases or {}).items())):
+            variant_dirs[name] = str(Path(folder.name) / f"variant-base-{i}")
+            save_model(other, variant_dirs[name])
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        args = (str(Path(folder.name) / "base"), task, settings, cache, device, reference_flops, threads)
+        args = (str(Path(folder.name) / "base"), task, settings, cache, device, reference_flops, threads,
+                variant_dirs)
         if backend == "ray":
             pools, started = cls._ray_actors(jobs, address, threads, args)
             return cls("ray", pools, ray_started=started, folder=folder)
