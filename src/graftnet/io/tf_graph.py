@@ -89,6 +89,7 @@ __all__ = [
     "graph_to_network",
     "import_meta_graph",
     "training_setup",
+    "verify_twin",
     "MAPPED_OPS",
 ]
 
@@ -564,6 +565,7 @@ class _Pending:
     params: dict[str, Any]
     done: _Act | None = None
     folded: bool = False  # an activation became part of the layer
+    out_op: str = ""  # the op whose output is the layer's output (before a folded activation)
 
 
 class _Unmappable(Exception):
@@ -790,10 +792,12 @@ class _Mapper:
                 if target.kind in ("dense", "conv") and self.var_name(params[0]) is not None:
                     target.params["bias"] = params[0].expr[1]
                     target.ops += [node.name, *params[0].ops]
+                    target.out_op = node.name
                     return target
                 if target.kind == "affine":
                     target.params["shift"] = params[0]
                     target.ops += [node.name, *params[0].ops]
+                    target.out_op = node.name
                     return self.finish(target, None)
             raise _Unmappable(node, "an addition of a constant or variable that is not a layer's bias")
         if op in ("Mul",) and len(data) == 1 and len(params) == 1:
@@ -891,8 +895,8 @@ class _Mapper:
         else:
             act = self.batchnorm(pending)
         pending.done = act
-        last = pending.ops[-1]
-        self.tensors.setdefault(f"{last}:0", act.layer)
+        if not pending.folded:
+            self.tensors.setdefault(f"{pending.out_op or pending.ops[0]}:0", act.layer)
         return act
 
     def var_value(self, name: str, what: str) -> Any:
@@ -1108,7 +1112,8 @@ def _match_bn(scale: Any, shift: Any) -> dict[str, Any] | None:
                 and expr[1][0] in ("Add", "AddV2"):
             a, b = expr[1][1], expr[1][2]
             if a[0] == "var" and b[0] == "const":
-                return a[1], float(np.asarray(b[1]))
+                eps = np.asarray(b[1])
+                return a[1], float(str(eps.reshape(()))) if eps.dtype == np.float32 else float(eps)
         return None
 
     gamma = None
@@ -1188,6 +1193,7 @@ def graph_to_network(
     name: str = "network",
     source: str = "graph",
     input_shape: Sequence[int] | None = None,
+    image_shape: Sequence[int] | None = None,
 ) -> GraphMapping:
     """Rebuild the network a TensorFlow graph computes from ``inputs`` to ``outputs``.
 
@@ -1202,6 +1208,9 @@ def graph_to_network(
         name / source: the network's name; the file, for messages.
         input_shape: TF's shape of one example (NHWC), where the input node has none
             (a function argument).
+        image_shape: (C, H, W) images for a graph whose input is flat (the book's MNIST
+            graphs take 784 features): the network starts with ``Flatten(channels_last=True)``
+            named ``flatten``, so it takes the images as graftnet's datasets hold them.
 
     Returns:
         a ``GraphMapping``: the network (with values when ``variables`` held arrays), which
@@ -1238,6 +1247,22 @@ def graph_to_network(
         raise ImportFormatError(f"{source}: nothing to map between {input_tensor} and {output}")
     mapper.tensors.setdefault(output, last.layer)
     specs = mapper.specs
+    if image_shape is not None:
+        from graftnet.layers import Flatten
+
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(mapper.input_shape) != 1 or math.prod(image_shape) != mapper.input_shape[0]:
+            raise ConfigError(f"{source}: image_shape {image_shape} has {math.prod(image_shape)} values, but the "
+                              f"graph's input {input_tensor} takes {mapper.input_shape}; image_shape applies to "
+                              f"a flat input of the same size")
+        flat = Flatten(channels_last=True, name=mapper.unique("flatten"))
+        for spec in specs:
+            if mapper.inputs_of[spec.name] == "input":
+                mapper.inputs_of[spec.name] = flat.name
+        specs.insert(0, flat)
+        mapper.inputs_of[flat.name] = "input"
+        mapper.layer_ops[flat.name] = []
+        mapper.layout[flat.name] = {"type": "flatten", "channels_last": True, "added": "image_shape"}
     chain = [s.name for s in specs]
     for i, spec in enumerate(specs):
         wanted = mapper.inputs_of[spec.name]
@@ -1245,7 +1270,7 @@ def graph_to_network(
         if wanted != before:
             spec.inputs = [wanted]
     shape = mapper.input_shape
-    net_input = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
+    net_input = image_shape or ((shape[2], shape[0], shape[1]) if len(shape) == 3 else shape)
     network = Network(specs, input_shape=net_input, name=name, output=last.layer if last.layer != chain[-1] else None)
     loaded = False
     if mapper.values:
@@ -1478,14 +1503,38 @@ class ImportedGraph:
     def training(self) -> dict[str, Any] | None:
         return self.mapping.training
 
+    def report(self) -> Any:
+        """A ``MappingReport``: checkpoint variable -> network key, kernels transposed, the
+        rest of the checkpoint (optimizer slots, global step) ignored."""
+        from graftnet.io.mapping import MappingReport
+
+        report = MappingReport(source=str(self.checkpoint or self.meta.path))
+        for var, key in self.mapping.variables.items():
+            report.matched.append((var, key))
+            layer = self.mapping.variable_layers.get(var, "")
+            if key.endswith(".weight") and self.mapping.layout.get(layer, {}).get("type") in ("dense", "conv2d"):
+                report.transposed.append(key)
+        if self.checkpoint is not None:
+            from graftnet.io.tf_checkpoint import read_tf_checkpoint
+
+            names = read_tf_checkpoint(self.checkpoint).keys()
+            report.ignored = [k for k in names if k not in self.mapping.variables]
+        else:
+            report.notes.append("no checkpoint loaded: the layers keep fresh weights")
+        ignored = sum(1 for r in self.operation_rows() if not r["layer"])
+        report.notes.append(f"rebuilt from {self.meta.path.name}: {len(self.network.layer_names)} layers from "
+                            f"{len(self.meta.nodes) - ignored} ops; {ignored} ops ignored (training, initializers, "
+                            f"saver; `graftnet inspect {self.meta.path.name}` lists them)")
+        return report
+
     def operation_rows(self) -> list[dict[str, str]]:
         return self.mapping.op_rows(self.meta.nodes)
 
     def operations(self) -> list[str]:
         """``get_operations()``: every op name in graph order, with what graftnet made of it."""
         rows = self.operation_rows()
-        width = max(len(r["name"]) for r in rows)
-        type_width = max(len(r["type"]) for r in rows)
+        width = min(48, max(len(r["name"]) for r in rows))
+        type_width = min(24, max(len(r["type"]) for r in rows))
         return [f"{r['name']:<{width}}  {r['type']:<{type_width}}  "
                 + (f"-> {r['layer']}" if r["layer"] else f"ignored: {r['ignored']}") for r in rows]
 
@@ -1506,6 +1555,7 @@ def import_meta_graph(
     outputs: Sequence[str] | None = None,
     load_values: bool = True,
     name: str | None = None,
+    image_shape: Sequence[int] | None = None,
 ) -> ImportedGraph:
     """Rebuild the network of a ``.meta`` file and load its checkpoint's values, like
     ``tf.train.import_meta_graph`` + ``saver.restore``.
@@ -1517,6 +1567,8 @@ def import_meta_graph(
         inputs / outputs: tensor names, when the defaults (the one float placeholder; the
             logits of the loss) do not apply.
         load_values: False builds the network only (fresh weights).
+        image_shape: (C, H, W) when the graph takes flat images (the book's 784 MNIST
+            features) and the network should take images: a ``Flatten`` comes first.
 
     The network's ``info["tensorflow"]`` records the tensor -> layer names (so selectors
     may name ``"dnn/hidden3/Relu:0"``), each layer's layout as the graph has it and the
@@ -1537,7 +1589,7 @@ def import_meta_graph(
         values = {n.name: _variable_shape(n, meta.path) for n in meta.nodes if n.op in _VARIABLE_OPS}
     source = str(meta.path)
     mapping = graph_to_network(meta.nodes, values, inputs=inputs, outputs=outputs,
-                               name=name or meta.path.name.split(".")[0], source=source)
+                               name=name or meta.path.name.split(".")[0], source=source, image_shape=image_shape)
     step_var = (meta.collections.get("global_step") or ["global_step"])[0]
     step = values.get(step_var)
     mapping.training = read_training(meta.nodes, meta.collections, mapping,
@@ -1601,3 +1653,106 @@ def training_setup(net: Any, *, apply_constraints: bool = True) -> dict[str, Any
             module.max_norm_limit = float(rule["threshold"])
             module.max_norm_dim = int(rule["torch_dim"] if rule.get("torch_dim") is not None else 0)
     return kwargs
+
+
+# ============================================================================ twin check
+def _effective_activation(net: Any, layer: str) -> str:
+    """A layer's activation, or that of an Activation layer that alone reads it."""
+    spec = net.spec_of(layer)
+    own = getattr(spec, "activation", None)
+    if own not in (None, "linear"):
+        return str(own)
+    readers = net.readers_of(layer)
+    if len(readers) == 1 and net.spec_of(readers[0]).type == "activation":
+        return str(net.spec_of(readers[0]).activation)
+    return "linear"
+
+
+def _flatten_before(net: Any, layer: str) -> tuple[str, bool] | None:
+    """(name, channels_last) of the Flatten that feeds ``layer`` through parameter-free layers,
+    when it flattens images with more than one channel and pixel (where the order matters)."""
+    name = layer
+    for _ in range(len(net.layer_names)):
+        inputs = net.inputs_of(name)
+        if len(inputs) != 1 or inputs[0] == net.input_name:
+            return None
+        name = inputs[0]
+        spec = net.spec_of(name)
+        if spec.type == "flatten":
+            shape = net.shape_of(net.inputs_of(name)[0])
+            if len(shape) == 3 and shape[0] > 1 and shape[1] * shape[2] > 1:
+                return name, bool(spec.channels_last)
+            return None
+        if spec.type not in ("activation", "dropout", "alpha_dropout"):
+            return None
+    return None
+
+
+def _norm_activation(text: str) -> str:
+    from graftnet.layers import parse_activation
+
+    name, args = parse_activation(text)
+    return name + (f"({', '.join(f'{a:g}' for a in args)})" if args else "")
+
+
+def verify_twin(network: Any, targets: Mapping[str, str], meta: str | os.PathLike[str]) -> dict[str, str]:
+    """Check a hand-built ``network`` against the graph in ``meta`` before values load into it.
+
+    ``targets`` maps TF variable names to the network's state-dict keys (what the loader
+    is about to do). For each target layer, its activation, BatchNorm epsilon and momentum
+    and the order of a Flatten feeding it must be what the graph computes. Returns layer ->
+    status; raises CheckpointError naming every layer that differs and how.
+    """
+    graph = read_meta_graph(meta)
+    shapes = {}
+    for node in graph.nodes:
+        if node.op in _VARIABLE_OPS and node.attrs.get("shape") is not None \
+                and all(d is not None for d in node.attrs["shape"]):
+            name = node.attrs.get("shared_name") or node.name if node.op == "VarHandleOp" else node.name
+            shapes[name] = tuple(int(d) for d in node.attrs["shape"])
+    mapping = graph_to_network(graph.nodes, shapes, source=str(graph.path))
+    twin = mapping.network
+    pairs: dict[str, str] = {}
+    key_layer = {}
+    for name, _ in network.named_layers():
+        key_layer[name.replace("/", ".")] = name
+    for var, key in targets.items():
+        layer = key_layer.get(key.rsplit(".", 1)[0])
+        if layer is not None and var in mapping.variable_layers:
+            pairs.setdefault(layer, mapping.variable_layers[var])
+    problems, status = [], {}
+    where = graph.path.name
+    for layer, graph_layer in pairs.items():
+        mine, theirs = network.spec_of(layer), twin.spec_of(graph_layer)
+        differs = []
+        if mine.type != theirs.type:
+            differs.append(f"it is a {mine.type} layer, the graph's {graph_layer!r} is a {theirs.type}")
+        else:
+            if mine.type == "batchnorm":
+                if not math.isclose(mine.eps, theirs.eps, rel_tol=1e-4):
+                    differs.append(f"BatchNorm eps={mine.eps:g}, the graph's is {theirs.eps:g}")
+                graph_momentum = mapping.layout[graph_layer].get("momentum")
+                if graph_momentum is not None and not math.isclose(mine.momentum, graph_momentum, rel_tol=1e-4):
+                    differs.append(f"BatchNorm momentum={mine.momentum:g} (PyTorch's), the graph's is "
+                                   f"{graph_momentum:g} (TF momentum {1 - graph_momentum:g})")
+            a, b = _norm_activation(_effective_activation(network, layer)), \
+                _norm_activation(_effective_activation(twin, graph_layer))
+            if a != b:
+                differs.append(f"activation {a}, the graph's is {b}")
+            if mine.type == "dense":
+                f_mine, f_theirs = _flatten_before(network, layer), _flatten_before(twin, graph_layer)
+                if f_theirs is not None and (f_mine is None or f_mine[1] != f_theirs[1]):
+                    order = "channels-last (H, W, C)" if f_theirs[1] else "channels-first (C, H, W)"
+                    got = "no Flatten" if f_mine is None else \
+                        f"Flatten {f_mine[0]!r} with channels_last={f_mine[1]}"
+                    differs.append(f"the graph flattens the feature maps before it in {order} order "
+                                   f"({f_theirs[0]!r}), the network has {got}")
+        if differs:
+            problems.append(f"layer {layer!r} ({'; '.join(differs)})")
+        else:
+            status[layer] = f"verified against {where}"
+    if problems:
+        raise CheckpointError(f"the network does not compute what {graph.path} computes, so its values would give "
+                              f"other outputs: {'; '.join(problems)}; nothing was loaded. Build the twin to match, "
+                              f"or import the graph itself (graftnet import {where})")
+    return status
