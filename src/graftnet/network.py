@@ -1103,11 +1103,16 @@ def _select_text(net: Network, selector: str, what: str) -> list[str]:
 def _select_tensor(net: Network, selector: str, what: str) -> list[str]:
     """A TensorFlow tensor name (``"dnn/hidden3/Relu:0"``) of an imported graph: the layer that
     computes it and everything it depends on ("reuse up to here")."""
-    tensors = (net.info.get("tensorflow") or {}).get("tensors") or {}
+    tf = net.info.get("tensorflow") or {}
+    tensors = tf.get("tensors") or {}
     if selector not in tensors:
+        op = selector.rsplit(":", 1)[0]
+        inside = next((layer for layer, ops in (tf.get("ops") or {}).items() if op in ops), None)
+        where = f"; {op!r} is computed inside layer {inside!r} (e.g. before its activation), not at its output" \
+            if inside else ""
         known = format_names(list(tensors)) if tensors else "none (the network was not imported from a TF graph)"
-        raise ConfigError(f"{what}={selector!r} names a TensorFlow tensor, but the network knows no such tensor; "
-                          f"its TensorFlow tensors are {known}.{did_you_mean(selector, list(tensors))}")
+        raise ConfigError(f"{what}={selector!r} names a TensorFlow tensor that is no layer's output{where}; "
+                          f"the layers' TensorFlow tensors are {known}.{did_you_mean(selector, list(tensors))}")
     wanted, stack = set(), [tensors[selector]]
     while stack:
         name = stack.pop()
