@@ -383,3 +383,13 @@ def test_graph_to_network_on_resource_inputs():
     x = rng.standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_allclose(net(torch.from_numpy(x)).detach().numpy(), np.tanh(x @ kernel + bias), atol=1e-6)
     assert mapping.tensors["dense/Tanh:0"] == "sequential/dense"
+
+
+def test_docstring_examples(monkeypatch):
+    import doctest
+
+    import graftnet.io.tf_graph as module
+
+    monkeypatch.chdir(Path(__file__).parents[1])  # the examples name tests/fixtures/... from the repository root
+    results = doctest.testmod(module)
+    assert results.attempted >= 3 and results.failed == 0
