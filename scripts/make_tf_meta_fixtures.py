@@ -28,6 +28,10 @@ initial ones):
                  1.0), Momentum 0.01 / 0.9; 784-16-8-10.
   meta_cnn/      a small NHWC CNN: conv1 (3x3, 4, SAME, ReLU) -> pool1 (max 2x2) -> tf.reshape to
                  flat (channels-last order) -> outputs (3), Adam 0.001.
+  meta_activations/ selu, tf.nn.leaky_relu(alpha=0.2), the book's maximum(0.01 z, z), tanh, sigmoid,
+                 elu, and ``Y_proba`` = softmax(logits); RMSProp.
+  meta_cnn_bn/   conv (stride 2, SAME) -> fused batch norm (momentum 0.99) -> ReLU -> average pool
+                 (3, stride 1, SAME) -> tf.layers.flatten -> dense; Nesterov momentum.
   meta_cumsum/   an MLP with a ``tf.cumsum`` between its layers: an op graftnet does not map.
 
 TensorFlow is not a graftnet dependency: run this with the separate environment of
@@ -244,9 +248,60 @@ def make_cnn() -> None:
                       "global_step": None})
 
 
+def make_activations() -> None:
+    out, rng, graph = _fresh("meta_activations"), np.random.default_rng(16), tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(42)
+        X, y = _placeholders(6)
+
+        def leaky_relu(z, name=None):  # ch. 11.1.2's own
+            return tf.maximum(0.01 * z, z, name=name)
+
+        with tf.name_scope("dnn"):
+            hidden1 = v1.layers.dense(X, 5, activation=tf.nn.selu, name="hidden1")
+            hidden2 = v1.layers.dense(hidden1, 5, activation=lambda z: tf.nn.leaky_relu(z, alpha=0.2), name="hidden2")
+            hidden3 = v1.layers.dense(hidden2, 5, activation=leaky_relu, name="hidden3")
+            hidden4 = v1.layers.dense(hidden3, 5, activation=tf.nn.tanh, name="hidden4")
+            hidden5 = v1.layers.dense(hidden4, 5, activation=tf.nn.sigmoid, name="hidden5")
+            hidden6 = v1.layers.dense(hidden5, 5, activation=tf.nn.elu, name="hidden6")
+            logits = v1.layers.dense(hidden6, 3, name="outputs")
+            v1.nn.softmax(logits, name="Y_proba")
+        loss, _ = _loss_and_eval(logits, y)
+        with tf.name_scope("train"):
+            training_op = v1.train.RMSPropOptimizer(0.001, decay=0.9, momentum=0.0, epsilon=1e-10).minimize(loss)
+    _finish(out, graph, X, y, logits, training_op, rng, 6, tensors=["dnn/Y_proba:0"],
+            training={"optimizer": "rmsprop", "lr": 0.001, "rho": 0.9, "epsilon": 1e-10,
+                      "loss": "sparse_softmax_cross_entropy", "training_op": "train/RMSProp", "clip_value": None,
+                      "global_step": None})
+
+
+def make_cnn_bn() -> None:
+    out, rng, graph = _fresh("meta_cnn_bn"), np.random.default_rng(17), tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(42)
+        X, y = _placeholders((6, 6, 3))
+        training = v1.placeholder_with_default(False, shape=(), name="training")
+        conv1 = v1.layers.conv2d(X, 4, 3, strides=2, padding="same", name="conv1")
+        bn1 = v1.layers.batch_normalization(conv1, training=training, momentum=0.99, name="bn1")
+        act1 = tf.nn.relu(bn1, name="relu1")
+        pool1 = v1.layers.average_pooling2d(act1, 3, 1, padding="same", name="pool1")
+        flat = v1.layers.flatten(pool1, name="flatten")
+        logits = v1.layers.dense(flat, 3, name="outputs")
+        loss, _ = _loss_and_eval(logits, y)
+        with tf.name_scope("train"):
+            extra_update_ops = v1.get_collection(v1.GraphKeys.UPDATE_OPS)
+            with tf.control_dependencies(extra_update_ops):
+                training_op = v1.train.MomentumOptimizer(0.01, 0.9, use_nesterov=True).minimize(loss)
+    _finish(out, graph, X, y, logits, training_op, rng, (6, 6, 3), feed_train={training: True}, steps=10,
+            training={"optimizer": "nesterov", "lr": 0.01, "momentum": 0.9, "loss": "sparse_softmax_cross_entropy",
+                      "training_op": "train/Momentum", "clip_value": None, "global_step": None,
+                      "batchnorm": {"momentum": 0.99, "epsilon": 0.001}, "update_ops": 2})
+
+
 def make_cumsum() -> None:
     out, rng, graph = _fresh("meta_cumsum"), np.random.default_rng(15), tf.Graph()
     with graph.as_default():
+        v1.set_random_seed(42)
         X, y = _placeholders(6)
         with tf.name_scope("dnn"):
             hidden1 = v1.layers.dense(X, 5, activation=tf.nn.relu, name="hidden1")
@@ -261,9 +316,9 @@ def make_cumsum() -> None:
 
 
 def main() -> None:
-    for make in (make_ch10, make_clip, make_bn, make_dropout, make_cnn, make_cumsum):
+    for make in (make_ch10, make_clip, make_bn, make_dropout, make_cnn, make_activations, make_cnn_bn, make_cumsum):
         make()
-    sizes = {p.name: sum(f.stat().st_size for f in p.iterdir()) for p in sorted(ROOT.glob("meta_*"))}
+    sizes = {p.name: sum(f.stat().st_size for f in p.iterdir()) for p in sorted(ROOT.glob("meta_*")) if p.is_dir()}
     manifest = {"made_by": "scripts/make_tf_meta_fixtures.py", "tensorflow": tf.__version__,
                 "numpy": np.__version__, "bytes": sizes}
     (ROOT / "meta_manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -27,7 +27,7 @@ from graftnet.train import fit
 from graftnet.transfer import graft
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
-GRAPHS = ["meta_ch10", "meta_clip", "meta_bn", "meta_dropout", "meta_cnn"]
+GRAPHS = ["meta_ch10", "meta_clip", "meta_bn", "meta_dropout", "meta_cnn", "meta_activations", "meta_cnn_bn"]
 ATOL = 1e-5
 
 
@@ -126,6 +126,27 @@ def test_cnn_is_channels_last_after_conv(imported):
     np.testing.assert_allclose(got.permute(0, 2, 3, 1).detach().numpy(), ref["cnn/pool1:0"], atol=ATOL)
 
 
+def test_activations_listing(imported):
+    net = imported["meta_activations"].network
+    assert [s.activation for s in net.specs] == ["selu", "leaky_relu(0.2)", "leaky_relu(0.01)", "tanh", "sigmoid",
+                                                 "elu", None]  # hidden3: the book's maximum(0.01 * z, z)
+    proba = import_meta_graph(prefix("meta_activations"), outputs=["dnn/Y_proba:0"]).network.eval()
+    assert proba.specs[-1].activation == "softmax"
+    ref = reference("meta_activations")
+    with torch.no_grad():
+        np.testing.assert_allclose(proba(as_input(ref["inputs"])).numpy(), ref["dnn/Y_proba:0"], atol=ATOL)
+
+
+def test_cnn_with_fused_batchnorm_and_tf_layers_names(imported):
+    net = imported["meta_cnn_bn"].network
+    assert net.layer_names == ["conv1", "bn1", "relu1", "pool1", "flatten", "outputs"]
+    conv, bn, pool = net.specs[0], net.specs[1], net.specs[3]
+    assert (conv.stride, conv.padding, pool.type, pool.padding) == ((2, 2), "same", "avgpool", "same")
+    want = expected_training("meta_cnn_bn")["batchnorm"]
+    assert bn.eps == pytest.approx(want["epsilon"]) and bn.momentum == pytest.approx(1 - want["momentum"])
+    assert net.specs[4].channels_last is True
+
+
 def test_image_shape_puts_a_flatten_first():
     imp = import_meta_graph(prefix("meta_clip"), image_shape=(1, 28, 28))
     assert imp.network.input_shape == (1, 28, 28) and imp.network.layer_names[0] == "flatten"
@@ -143,9 +164,13 @@ def test_training_settings_are_the_listings(imported, name):
     want, got = expected_training(name), imported[name].training
     optimizer = got["optimizer"]
     assert optimizer["lr"] == want["lr"]
-    assert optimizer["type"] == {"sgd": "sgd", "momentum": "sgd", "adam": "adam"}[want["optimizer"]]
-    if want["optimizer"] == "momentum":
+    assert optimizer["type"] == {"sgd": "sgd", "momentum": "sgd", "nesterov": "sgd", "adam": "adam",
+                                 "rmsprop": "rmsprop"}[want["optimizer"]]
+    if want["optimizer"] in ("momentum", "nesterov"):
         assert optimizer["momentum"] == want["momentum"]
+        assert optimizer["nesterov"] is (want["optimizer"] == "nesterov")
+    if want["optimizer"] == "rmsprop":
+        assert optimizer["rho"] == want["rho"] and optimizer["eps"] == want["epsilon"]
     if want["optimizer"] == "adam":
         assert optimizer["betas"] == [want["beta1"], want["beta2"]] and optimizer["eps"] == want["epsilon"]
     assert got["clip_value"] == want["clip_value"]

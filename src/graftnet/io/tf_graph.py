@@ -610,6 +610,14 @@ def _scope(name: str) -> str:
 _NAME_PART = re.compile(r"[^A-Za-z0-9_\-]")
 
 
+def _op_layer_name(node: TFNode) -> str:
+    """A parameter-free layer's name: the tf.layers scope of ``pool1/AvgPool`` (``pool1``), else the op's name."""
+    scope, _, last = node.name.rpartition("/")
+    if scope and re.fullmatch(rf"{re.escape(node.op)}(_\d+)?", last):
+        return scope
+    return node.name
+
+
 def _layer_name(raw: str) -> str:
     parts = [p for p in raw.split("/") if p]
     parts = [_NAME_PART.sub("_", p) if p[0] not in "-" else "_" + _NAME_PART.sub("_", p[1:]) for p in parts]
@@ -808,12 +816,27 @@ class _Mapper:
             return self.activation(node, data[0], activation)
         if op == "Maximum" and len(data) == 2:
             # the book's leaky_relu: tf.maximum(alpha * z, z)
-            a, b = data
-            if isinstance(a, _Pending) and a.kind == "affine" and a.source is self.act_of(b) if isinstance(b, _Act) else False:
-                alpha = self.const(_Param(a.params["scale"].expr))
-                if alpha is not None and np.ndim(alpha) == 0:
-                    self.layer_ops[b.layer] += a.ops  # type: ignore[union-attr]
-                    return self.activation(node, b, f"leaky_relu({float(alpha):g})")
+            for a, b in ((data[0], data[1]), (data[1], data[0])):
+                if isinstance(a, _Pending) and a.kind == "affine" and a.done is None and "shift" not in a.params:
+                    alpha = self.const(a.params["scale"])
+                    z = self.act_of(b)
+                    if alpha is not None and np.ndim(alpha) == 0 and a.source.layer == z.layer:
+                        a.done = z  # the scaled copy is part of the activation, not a layer of its own
+                        activation = f"leaky_relu({float(alpha):g})"
+                        last = self.specs[-1] if self.specs else None
+                        if isinstance(b, _Pending) and last is not None and last.name == z.layer \
+                                and last.type in ("dense", "conv2d") and last.activation is None:
+                            last.activation = activation  # the layer's own activation, as tf.layers.dense's
+                            b.folded = True
+                            self.layout[z.layer]["activation"] = activation
+                            self.tensors = {t: n for t, n in self.tensors.items() if n != z.layer}
+                            self.tensors[f"{node.name}:0"] = z.layer
+                            self.layer_ops[z.layer] += [node.name] + [o for o in a.ops
+                                                                      if o not in self.layer_ops[z.layer]]
+                            return z
+                        act = self.activation(node, z, activation)
+                        self.layer_ops[act.layer] += [o for o in a.ops if o not in self.layer_ops[act.layer]]
+                        return act
             raise _Unmappable(node, "a maximum of two activations that is not maximum(alpha * z, z)")
         if op in ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3"):
             return self.fused_bn(node, inputs)
@@ -828,7 +851,8 @@ class _Mapper:
                     and not node.attrs.get("keep_dims"):
                 from graftnet.layers import GlobalAvgPool
 
-                return self.add_layer(GlobalAvgPool(name=self.unique(node.name)), x, [node.name, *params[0].ops],
+                return self.add_layer(GlobalAvgPool(name=self.unique(_op_layer_name(node))), x,
+                                      [node.name, *params[0].ops],
                                       (x.shape[2],))
             raise _Unmappable(node, "a mean that is not a global average over height and width")
         if len(data) > 1:
@@ -877,7 +901,8 @@ class _Mapper:
             from graftnet.layers import Activation
 
             source = self.act_of(x)
-            act = self.add_layer(Activation(activation, name=self.unique(node.name)), source, [node.name], source.shape)
+            act = self.add_layer(Activation(activation, name=self.unique(_op_layer_name(node))), source, [node.name],
+                                 source.shape)
             self.layout[act.layer]["activation"] = activation
         self.tensors[f"{node.name}:0"] = act.layer
         return act
@@ -988,8 +1013,8 @@ class _Mapper:
         return self.add_bn(p.source, p.ops, **found)
 
     def fused_bn(self, node: TFNode, inputs: list[Any]) -> _Act:
-        if node.attrs.get("is_training", True) and not self._is_inference_branch(node):
-            raise _Unmappable(node, "a FusedBatchNorm in training mode on the inference path")
+        if node.attrs.get("is_training", True):
+            raise _Unmappable(node, "a FusedBatchNorm in training mode (is_training=True) on the inference path")
         names = [self.var_name(v) for v in inputs[1:5]]
         if any(n is None for n in names):
             raise _Unmappable(node, "its scale, offset, mean and variance are not variables")
@@ -997,9 +1022,6 @@ class _Mapper:
         ops = [node.name] + [o for v in inputs[1:5] for o in v.ops]
         return self.add_bn(x, ops, gamma=names[0], beta=names[1], mean=names[2], variance=names[3],
                            eps=float(node.attrs.get("epsilon", 1e-3)))
-
-    def _is_inference_branch(self, node: TFNode) -> bool:
-        return False
 
     def add_bn(self, x: _Act, ops: list[str], *, mean: str, variance: str, eps: float, gamma: str | None = None,
                beta: str | None = None) -> _Act:
@@ -1038,7 +1060,7 @@ class _Mapper:
         ksize, strides = node.attrs.get("ksize", [1, 2, 2, 1]), node.attrs.get("strides", [1, 2, 2, 1])
         cls = MaxPool if node.op == "MaxPool" else AvgPool
         spec = cls(pool_size=(ksize[1], ksize[2]), stride=(strides[1], strides[2]),
-                   padding=str(node.attrs.get("padding", "VALID")).lower(), name=self.unique(node.name))
+                   padding=str(node.attrs.get("padding", "VALID")).lower(), name=self.unique(_op_layer_name(node)))
         c, h, w = spec.output_shape((x.shape[2], x.shape[0], x.shape[1]))
         act = self.add_layer(spec, x, [node.name], (h, w, c))
         self.tensors[f"{node.name}:0"] = act.layer
@@ -1055,7 +1077,8 @@ class _Mapper:
         if len(target) == 2 and target[0] < 0 and target[1] in (-1, n):
             ops = [node.name, *shape_param.ops]  # type: ignore[union-attr]
             channels_last = len(x.shape) == 3
-            act = self.add_layer(Flatten(channels_last=channels_last, name=self.unique(node.name)), x, ops, (n,))
+            act = self.add_layer(Flatten(channels_last=channels_last, name=self.unique(_op_layer_name(node))), x, ops,
+                                 (n,))
             self.layout[act.layer]["channels_last"] = channels_last
             self.tensors[f"{node.name}:0"] = act.layer
             return act
