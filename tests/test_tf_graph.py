@@ -366,6 +366,21 @@ def test_cli_import_and_inspect(tmp_path, capsys):
     assert "dnn/hidden1/MatMul" in text and "-> dnn/hidden1" in text and "train/GradientDescent" in text
 
 
+def test_cli_output_tensor_and_twin(tmp_path, capsys):
+    out = tmp_path / "proba"
+    assert main(["import", str(prefix("meta_activations")), "--tf-output", "dnn/Y_proba:0", "-o", str(out)]) == 0
+    assert load_model(out).specs[-1].activation == "softmax"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(cnn_twin(channels_last=False).to_spec()))
+    assert main(["import", str(prefix("meta_cnn")), "--spec", str(spec), "-o", str(tmp_path / "twin")]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'outputs'" in err and "channels_last=False" in err and not (tmp_path / "twin").exists()
+    spec.write_text(json.dumps(cnn_twin(channels_last=True).to_spec()))
+    assert main(["import", str(prefix("meta_cnn")), "--spec", str(spec), "-o", str(tmp_path / "twin"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == {"conv1": "verified against model.ckpt.meta",
+                                                             "outputs": "verified against model.ckpt.meta"}
+
+
 def test_cli_import_continues_training(tmp_path, capsys):
     rng = np.random.default_rng(1)
     npz = tmp_path / "digits28.npz"

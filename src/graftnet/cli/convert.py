@@ -80,6 +80,10 @@ def register(subparsers: Any) -> None:
                         help="npz only: the names and shapes the arrays use (default torch)")
     parser.add_argument("--partial", action="store_true",
                         help="load what matches and keep the rest freshly initialised (default: all or nothing)")
+    parser.add_argument("--tf-input", metavar="TENSOR",
+                        help="TF meta graph: the input tensor (default: the one float placeholder the output reads)")
+    parser.add_argument("--tf-output", metavar="TENSOR",
+                        help="TF meta graph: the output tensor, e.g. dnn/Y_proba:0 (default: the logits of the loss)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_data_args(parser)
@@ -221,8 +225,13 @@ def _import(args: argparse.Namespace, fmt: str):  # -> (Network, MappingReport)
                               "apply to imports into a --spec/--like twin")
         from graftnet.io.tf_graph import import_meta_graph
 
-        imported = import_meta_graph(args.file, image_shape=tuple(args.input_shape) if args.input_shape else None)
+        imported = import_meta_graph(args.file, image_shape=tuple(args.input_shape) if args.input_shape else None,
+                                     inputs=[args.tf_input] if args.tf_input else None,
+                                     outputs=[args.tf_output] if args.tf_output else None)
         return imported.network, imported.report()
+    if args.tf_input or args.tf_output:
+        raise ConfigError("--tf-input and --tf-output choose tensors of a TF meta graph: give a .meta file or a "
+                          "checkpoint with its .meta beside it, without --spec/--like")
     if args.input_shape:
         raise ConfigError("--input-shape applies to Keras files and TF meta graphs; the architecture of a "
                           f"{fmt} import comes from --spec or --like")

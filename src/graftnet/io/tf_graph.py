@@ -1182,7 +1182,7 @@ def _default_output(nodes: Sequence[TFNode], by_name: Mapping[str, TFNode], sour
         if node.op in _LOSSES:
             return _follow_identity(by_name, node.inputs[0])
     raise ImportFormatError(f"{source}: the graph has no softmax cross-entropy loss that says which tensor is the "
-                            f"output; name it (outputs=['dnn/outputs/BiasAdd:0'] or --output)")
+                            f"output; name it (outputs=['dnn/outputs/BiasAdd:0'], or graftnet import --tf-output)")
 
 
 def _follow_identity(by_name: Mapping[str, TFNode], tensor: str) -> str:
@@ -1194,7 +1194,8 @@ def _default_input(nodes: Sequence[TFNode], by_name: Mapping[str, TFNode], outpu
     found = [n.name for n in nodes if _is_float_placeholder(n) and n.name in needed]
     if len(found) != 1:
         raise ImportFormatError(f"{source}: {len(found)} float placeholders feed {output} "
-                                f"({format_names(found) if found else 'none'}); name the input (inputs=['X:0'])")
+                                f"({format_names(found) if found else 'none'}); name the input (inputs=['X:0'], or "
+                                f"graftnet import --tf-input)")
     return f"{found[0]}:0"
 
 
