@@ -239,7 +239,8 @@ def bn_twin(eps: float, momentum: float = 0.1) -> Network:
     layers = []
     for dense, bn, act, units in (("hidden1", "batch_normalization", "elu1", 20),
                                   ("hidden2", "batch_normalization_1", "elu2", 10)):
-        layers += [Dense(units, name=dense), BatchNorm(eps=eps, momentum=momentum, name=bn), Activation("elu", name=act)]
+        layers += [Dense(units, name=dense), BatchNorm(eps=eps, momentum=momentum, name=bn),
+                   Activation("elu", name=act)]
     layers += [Dense(10, name="outputs"), BatchNorm(eps=eps, momentum=momentum, name="batch_normalization_2")]
     return Network(layers, input_shape=(784,))
 
@@ -273,7 +274,8 @@ def test_twin_with_pytorchs_batchnorm_epsilon_is_an_error():
     with pytest.raises(CheckpointError) as err:
         load_tf_checkpoint(bn_twin(1e-5), prefix("meta_bn"))
     assert "layer 'batch_normalization' (BatchNorm eps=1e-05, the graph's is 0.001)" in str(err.value)
-    with pytest.raises(CheckpointError, match=r"'batch_normalization_1' \(BatchNorm momentum=0.01 .*0.1 \(TF momentum 0.9"):
+    with pytest.raises(CheckpointError,
+                       match=r"'batch_normalization_1' \(BatchNorm momentum=0.01 .*0.1 \(TF momentum 0.9"):
         load_tf_checkpoint(bn_twin(1e-3, momentum=0.01), prefix("meta_bn"))
 
 

@@ -533,7 +533,8 @@ def _inspect_tf(meta: Path, args: argparse.Namespace) -> int:
                  if training.get("global_step") else "")
               + (f", {len(training['update_ops'])} UPDATE_OPS" if training.get("update_ops") else ""))
         if training.get("loss"):
-            print(f"loss:      {training['loss']['type']} of {training['loss']['logits']} ({training['loss']['tensor']})")
+            loss = training["loss"]
+            print(f"loss:      {loss['type']} of {loss['logits']} ({loss['tensor']})")
     return 0
 
 

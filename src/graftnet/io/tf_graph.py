@@ -732,7 +732,9 @@ class _Mapper:
             if not live:
                 return DEAD
             value = live[0]
-            return self.merge(node, inputs, value) if index == 0 else _Param(("const", np.int32(inputs.index(value))), [])
+            if index == 0:
+                return self.merge(node, inputs, value)
+            return _Param(("const", np.int32(inputs.index(value))), [])  # value_index
         if all(isinstance(v, _Param) for v in inputs):
             return self.fold(node, inputs)
         if op in _PASS:
@@ -1048,7 +1050,8 @@ class _Mapper:
     def bn_momentum(self, scope: str, mean: str) -> float | None:
         """PyTorch's momentum: the ``decay`` (1 - TF momentum) of the moving-average update."""
         for name in self.order:
-            if name.startswith(scope + "/") and name.endswith("AssignMovingAvg/decay") and self.nodes[name].op == "Const":
+            if name.startswith(scope + "/") and name.endswith("AssignMovingAvg/decay") \
+                    and self.nodes[name].op == "Const":
                 return round(float(np.asarray(self.nodes[name].attrs["value"])), 7)
         return None
 
@@ -1180,13 +1183,9 @@ def _ancestors(nodes: Mapping[str, TFNode], tensor: str) -> set[str]:
 def _default_output(nodes: Sequence[TFNode], by_name: Mapping[str, TFNode], source: str) -> str:
     for node in nodes:
         if node.op in _LOSSES:
-            return _follow_identity(by_name, node.inputs[0])
+            return node.inputs[0]  # the logits
     raise ImportFormatError(f"{source}: the graph has no softmax cross-entropy loss that says which tensor is the "
                             f"output; name it (outputs=['dnn/outputs/BiasAdd:0'], or graftnet import --tf-output)")
-
-
-def _follow_identity(by_name: Mapping[str, TFNode], tensor: str) -> str:
-    return tensor
 
 
 def _default_input(nodes: Sequence[TFNode], by_name: Mapping[str, TFNode], output: str, source: str) -> str:
@@ -1240,7 +1239,6 @@ def graph_to_network(
         a ``GraphMapping``: the network (with values when ``variables`` held arrays), which
         ops each layer stands for, what was ignored and why, tensor -> layer names.
     """
-    from graftnet.layers import LayerSpec  # noqa: F401  (import check)
     from graftnet.network import Network
 
     by_name = {n.name: n for n in nodes}
@@ -1309,17 +1307,14 @@ def graph_to_network(
                 state[key].copy_(torch.as_tensor(np.ascontiguousarray(array), dtype=state[key].dtype))
         loaded = len(mapper.values) == len([k for k in state if not k.endswith("num_batches_tracked")])
     claimed = mapper.claimed()
-    for op_name in claimed:
-        pass
-    ignored = {n.name: _why_ignored(n, input_tensor) for n in nodes if n.name not in claimed}
-    for name_ in [input_tensor.rsplit(":", 1)[0]]:
-        ignored[name_] = "the network's input"
+    ignored = {n.name: _why_ignored(n) for n in nodes if n.name not in claimed}
+    ignored[input_tensor.rsplit(":", 1)[0]] = "the network's input"
     return GraphMapping(network, mapper.layer_ops, ignored, mapper.tensors, mapper.var_keys, mapper.var_layers,
                         mapper.layout,
                         input_tensor, output, loaded=loaded)
 
 
-def _why_ignored(node: TFNode, input_tensor: str) -> str:
+def _why_ignored(node: TFNode) -> str:
     name, op = node.name, node.op
     if op in _VARIABLE_OPS or op in ("VarIsInitializedOp",):
         return "variable (its value is loaded from the checkpoint)"
