@@ -764,7 +764,7 @@ class _Mapper:
             value = _fold_const(node, consts)  # type: ignore[arg-type]
             if value is not None:
                 return _Param(("const", value), ops)
-        if node.op in _PASS:
+        if node.op in _PASS or node.op == "Cast":  # a cast between float types changes no value graftnet keeps
             return _Param(inputs[0].expr, ops)
         return _Param((node.op, *[v.expr for v in inputs]), ops)
 
