@@ -32,6 +32,7 @@ initial ones):
                  elu, and ``Y_proba`` = softmax(logits); RMSProp.
   meta_cnn_bn/   conv (stride 2, SAME) -> fused batch norm (momentum 0.99) -> ReLU -> average pool
                  (3, stride 1, SAME) -> tf.layers.flatten -> dense; Nesterov momentum.
+  meta_freeze/   ch. 11.2.3 freezing by var_list: only hidden3, hidden4 and outputs are trained.
   meta_cumsum/   an MLP with a ``tf.cumsum`` between its layers: an op graftnet does not map.
 
 TensorFlow is not a graftnet dependency: run this with the separate environment of
@@ -298,6 +299,29 @@ def make_cnn_bn() -> None:
                       "batchnorm": {"momentum": 0.99, "epsilon": 0.001}, "update_ops": 2})
 
 
+def make_freeze() -> None:
+    """11.2.3: only hidden3, hidden4 and outputs train (var_list), hidden1-2 stay frozen."""
+    out, rng, graph = _fresh("meta_freeze"), np.random.default_rng(18), tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(42)
+        X, y = _placeholders(12)
+        with tf.name_scope("dnn"):
+            hidden1 = v1.layers.dense(X, 8, activation=tf.nn.relu, name="hidden1")
+            hidden2 = v1.layers.dense(hidden1, 6, activation=tf.nn.relu, name="hidden2")
+            hidden3 = v1.layers.dense(hidden2, 6, activation=tf.nn.relu, name="hidden3")
+            hidden4 = v1.layers.dense(hidden3, 4, activation=tf.nn.relu, name="hidden4")
+            logits = v1.layers.dense(hidden4, 3, name="outputs")
+        loss, _ = _loss_and_eval(logits, y)
+        with tf.name_scope("train"):
+            optimizer = v1.train.GradientDescentOptimizer(0.01)
+            train_vars = v1.get_collection(v1.GraphKeys.TRAINABLE_VARIABLES, scope="hidden[34]|outputs")
+            training_op = optimizer.minimize(loss, var_list=train_vars)
+    _finish(out, graph, X, y, logits, training_op, rng, 12, steps=3,
+            training={"optimizer": "sgd", "lr": 0.01, "loss": "sparse_softmax_cross_entropy",
+                      "training_op": "train/GradientDescent", "clip_value": None, "global_step": None,
+                      "trained_layers": ["hidden3", "hidden4", "outputs"]})
+
+
 def make_cumsum() -> None:
     out, rng, graph = _fresh("meta_cumsum"), np.random.default_rng(15), tf.Graph()
     with graph.as_default():
@@ -316,7 +340,8 @@ def make_cumsum() -> None:
 
 
 def main() -> None:
-    for make in (make_ch10, make_clip, make_bn, make_dropout, make_cnn, make_activations, make_cnn_bn, make_cumsum):
+    for make in (make_ch10, make_clip, make_bn, make_dropout, make_cnn, make_activations, make_cnn_bn, make_freeze,
+                 make_cumsum):
         make()
     sizes = {p.name: sum(f.stat().st_size for f in p.iterdir()) for p in sorted(ROOT.glob("meta_*")) if p.is_dir()}
     manifest = {"made_by": "scripts/make_tf_meta_fixtures.py", "tensorflow": tf.__version__,

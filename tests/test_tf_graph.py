@@ -27,7 +27,8 @@ from graftnet.train import fit
 from graftnet.transfer import graft
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
-GRAPHS = ["meta_ch10", "meta_clip", "meta_bn", "meta_dropout", "meta_cnn", "meta_activations", "meta_cnn_bn"]
+GRAPHS = ["meta_ch10", "meta_clip", "meta_bn", "meta_dropout", "meta_cnn", "meta_activations", "meta_cnn_bn",
+          "meta_freeze"]
 ATOL = 1e-5
 
 
@@ -209,6 +210,32 @@ def test_training_setup_continues_with_the_graphs_settings():
     # the book's clip_by_norm(kernel, axes=1): each input unit's outgoing weights, torch's columns
     assert after.norm(dim=0).max().item() <= 1.0 + 1e-5
     assert before.norm(dim=0).max().item() <= 1.0 + 1e-5  # TF clipped them too
+
+
+def test_freezing_by_var_list_continues_frozen():
+    imp = import_meta_graph(prefix("meta_freeze"))
+    assert imp.training["trained_layers"] == expected_training("meta_freeze")["trained_layers"]
+    net = imp.network
+    assert net.frozen == []
+    training_setup(net)
+    assert net.frozen == ["hidden1", "hidden2"]  # the training op's var_list was hidden[34]|outputs
+
+
+def test_max_norm_axes_map_to_torch_renorm_dims():
+    from graftnet.io.tf_graph import _renorm_dim
+
+    assert _renorm_dim([1], 2) == 1 and _renorm_dim([0], 2) == 0  # Dense (in, out): per input / output unit
+    assert _renorm_dim([0, 1, 2], 4) == 0 and _renorm_dim([0, 1, 3], 4) == 1  # Conv (H, W, in, out)
+    assert _renorm_dim([0, 1], 4) is None and _renorm_dim(None, 2) is None
+    w = torch.randn(5, 3)  # torch (out, in); TF's kernel is its transpose
+    tf_clipped = _tf_clip_by_norm(w.T.numpy(), 0.5, axes=1)
+    torch.testing.assert_close(torch.renorm(w, 2, _renorm_dim([1], 2), 0.5), torch.from_numpy(tf_clipped.T))
+
+
+def _tf_clip_by_norm(t: np.ndarray, clip_norm: float, axes: int) -> np.ndarray:
+    """tf.clip_by_norm's formula: t * clip_norm / max(l2norm(t, axes), clip_norm)."""
+    norm = np.sqrt((t * t).sum(axis=axes, keepdims=True))
+    return t * clip_norm / np.maximum(norm, clip_norm)
 
 
 def test_training_setup_needs_a_graph():

@@ -1496,16 +1496,30 @@ def _max_norm(nodes: Sequence[TFNode], by_name: Mapping[str, TFNode], mapping: G
         axes_node = by_name.get(f"{scope}/Sum/reduction_indices")
         axes = np.atleast_1d(np.asarray(axes_node.attrs["value"])).tolist() if axes_node is not None else None
         layer = mapping.variable_layers.get(var or "")
-        if layer is None or threshold is None:
+        if layer is None or threshold is None or not mapping.variables.get(var or "", "").endswith(".weight"):
             continue
         rank = 2 if mapping.layout.get(layer, {}).get("type") == "dense" else 4
-        # TF kernel (..., in, out): a norm over `axes`; torch's renorm keeps dim `d` and takes the norm over
-        # the others. Dense (in, out) axes=[1] -> per input unit -> torch weight (out, in) dim=1; axes=[0] -> dim 0.
-        dim = None
-        if axes is not None and rank == 2 and len(axes) == 1:
-            dim = 1 if axes[0] in (1, -1) else 0
-        found[layer] = {"variable": var, "threshold": threshold, "tf_axes": axes, "torch_dim": dim, "op": node.name}
+        found[layer] = {"variable": var, "threshold": threshold, "tf_axes": axes,
+                        "torch_dim": _renorm_dim(axes, rank), "op": node.name}
     return found
+
+
+def _renorm_dim(axes: list[int] | None, rank: int) -> int | None:
+    """The ``torch.renorm`` dim of a TF ``clip_by_norm(kernel, axes)``, or None if torch cannot say it.
+
+    A TF kernel is (*spatial, in, out), a torch weight (out, in, *spatial). clip_by_norm takes
+    one norm over ``axes`` per slice of the other axes; renorm keeps one dim and takes the norm
+    over the rest. So the axes kept must be just ``out`` (torch dim 0) or just ``in`` (dim 1):
+    Dense (in, out) ``axes=[1]`` (the book's) -> one norm per input unit -> dim 1.
+    """
+    if axes is None:
+        return None
+    kept = set(range(rank)) - {a % rank for a in axes}
+    if kept == {rank - 1}:
+        return 0
+    if kept == {rank - 2}:
+        return 1
+    return None
 
 
 # ============================================================================ import
@@ -1646,11 +1660,13 @@ def _check_checkpoint_against_meta(meta: TFMetaGraph, ckpt: Any) -> None:
 
 
 # ============================================================================ training setup
-def training_setup(net: Any, *, apply_constraints: bool = True) -> dict[str, Any]:
+def training_setup(net: Any, *, apply_to_network: bool = True) -> dict[str, Any]:
     """``graftnet.train.fit`` keyword arguments that continue training as the graph trained:
-    the optimizer and its learning rate, gradient clipping by value or norm. The graph's
-    max-norm assign ops become max-norm constraints of those layers (applied after each step,
-    along the axis the graph used), when ``apply_constraints``.
+    the optimizer and its learning rate, gradient clipping by value or norm. With
+    ``apply_to_network`` the network is set up as the graph trained it too: its max-norm
+    assign ops become max-norm constraints of those layers (applied after each step, along the
+    axis the graph used), and layers whose variables the training op does not update (its
+    ``var_list``, as in the book's 11.2.3) are frozen.
 
         >>> net = import_meta_graph("tests/fixtures/tf/meta_clip/model.ckpt").network
         >>> training_setup(net)
@@ -1666,11 +1682,21 @@ def training_setup(net: Any, *, apply_constraints: bool = True) -> dict[str, Any
         kwargs["clip_value"] = training["clip_value"]
     if training.get("clip_norm") is not None:
         kwargs["clip_norm"] = training["clip_norm"]
-    if apply_constraints:
+    if apply_to_network:
         for layer, rule in (training.get("max_norm") or {}).items():
+            if rule.get("torch_dim") is None:
+                raise ConfigError(f"the graph clips {rule['variable']!r} by norm over TF axes {rule['tf_axes']}, which "
+                                  f"no per-unit max-norm of graftnet reproduces; pass apply_to_network=False and "
+                                  f"constrain layer {layer!r} yourself")
             module = net.layer(layer)
             module.max_norm_limit = float(rule["threshold"])
-            module.max_norm_dim = int(rule["torch_dim"] if rule.get("torch_dim") is not None else 0)
+            module.max_norm_dim = int(rule["torch_dim"])
+        trained = training.get("trained_layers")
+        if trained is not None:
+            untrained = [name for name, module in net.named_layers()
+                         if any(True for _ in module.parameters()) and name not in trained]
+            if untrained:
+                net.freeze(untrained)  # the training op's var_list left them out: they stay as they are
     return kwargs
 
 
