@@ -312,7 +312,8 @@ def _continue_training(net: Any, data: Any, args: argparse.Namespace) -> dict[st
     kwargs.update(given)
     epochs = kwargs.pop("epochs", 10)
     print(f"continuing training for {epochs} epoch(s) with the graph's settings: "
-          + ", ".join(f"{k}={v}" for k, v in kwargs.items()))
+          + ", ".join(f"{k}={v}" for k, v in kwargs.items())
+          + (f"; frozen as the graph's var_list leaves them out: {', '.join(net.frozen)}" if net.frozen else ""))
     history = fit(net, data, epochs=epochs, **kwargs)
     scores = {split: evaluate(net, getattr(data, split), task=data.task)
               for split in ("valid", "test") if getattr(data, split) is not None}
