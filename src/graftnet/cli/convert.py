@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("import", help="import a Keras, TensorFlow, PyTorch or NumPy model",
                                    description="Import a model trained elsewhere as a graftnet model folder.",
                                    epilog=IMPORT_EPILOG)
-    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix, .pt, .safetensors, .npz)")
+    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix or its .meta, .pt, .safetensors, .npz)")
     parser.add_argument("--format", choices=IMPORT_FORMATS,
                         help="the file's format (default: from its suffix and bytes)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the graftnet model folder to write")
