@@ -58,6 +58,7 @@ import math
 import os
 import re
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1260,7 +1261,15 @@ def graph_to_network(
     mapper.input_layer = "input"
     if output.rsplit(":", 1)[0] not in by_name:
         raise ConfigError(f"{source}: no op {output.rsplit(':', 1)[0]!r} for the output {output!r}")
-    value = mapper.value(output)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # the evaluation recurses along the path: deep graphs need room
+    try:
+        value = mapper.value(output)
+    except RecursionError:
+        raise ImportFormatError(f"{source}: the path from {input_tensor} to {output} is too deep for graftnet's "
+                                f"graph reader") from None
+    finally:
+        sys.setrecursionlimit(limit)
     if value is DEAD or isinstance(value, _Param):
         raise ImportFormatError(f"{source}: the output {output} does not depend on the input {input_tensor} "
                                 f"at inference")
