@@ -462,3 +462,15 @@ def test_docstring_examples(monkeypatch):
     monkeypatch.chdir(Path(__file__).parents[1])  # the examples name tests/fixtures/... from the repository root
     results = doctest.testmod(module)
     assert results.attempted >= 3 and results.failed == 0
+
+
+def test_a_deep_path_is_followed():
+    from graftnet.io.tf_graph import TFNode
+
+    nodes = [TFNode("x", "Placeholder", attrs={"dtype": "float32", "shape": (None, 3)}),
+             TFNode("w", "VariableV2", attrs={"shape": (3, 2)}),
+             TFNode("dense/MatMul", "MatMul", ["x:0", "w:0"])]
+    for i in range(3000):  # far past Python's default recursion limit of 1000
+        nodes.append(TFNode(f"id{i}", "Identity", [f"{nodes[-1].name}:0"]))
+    mapping = graph_to_network(nodes, {"w": np.ones((3, 2), np.float32)}, outputs=["id2999:0"])
+    assert mapping.network.layer_names == ["dense"] and len(mapping.layer_ops["dense"]) == 3002
