@@ -29,8 +29,9 @@ COPIED = {
     "keras2_cnn_weights.h5": FIXTURES / "keras" / "keras2_cnn_weights.h5",
     "tf2_mlp": FIXTURES / "tf" / "tf2_mlp",
     "tf1_scoped": FIXTURES / "tf" / "tf1_scoped",
+    "tf1_meta": FIXTURES / "tf" / "meta_cnn",
 }
-TF_FILES = ("checkpoint", ".index", ".data-")  # reference.npz / variables.npz stay with the tests
+TF_FILES = ("checkpoint", ".index", ".data-", ".meta")  # reference.npz / variables.npz stay with the tests
 
 
 def seed_network() -> Network:

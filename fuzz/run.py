@@ -93,6 +93,12 @@ def _tf(path: Path) -> Any:
     return read_tf_checkpoint(path)
 
 
+def _tf_meta(path: Path) -> Any:
+    from graftnet.io.tf_graph import import_meta_graph
+
+    return import_meta_graph(path / "model.ckpt")
+
+
 def _torch(path: Path) -> Any:
     from graftnet.io.torch_state import load_state
 
@@ -117,13 +123,14 @@ def _checkpoint(path: Path) -> Any:
     return read_checkpoint(path)
 
 
-# TensorFlow meta graphs and SavedModels: add their importers here when graftnet reads them.
+# TensorFlow SavedModels: add their importer here when graftnet reads them.
 TARGETS = {t.name: t for t in (
     Target("keras_h5", "keras2_mlp.h5", _keras),
     Target("keras_archive", "keras2_cnn.keras", _keras),
     Target("keras_weights_h5", "keras2_cnn_weights.h5", _keras_weights),
     Target("tf2_checkpoint", "tf2_mlp", _tf),
     Target("tf1_checkpoint", "tf1_scoped", _tf),
+    Target("tf1_meta_graph", "tf1_meta", _tf_meta),
     Target("torch_pt", "mlp.pt", _torch),
     Target("torch_legacy_pt", "mlp_legacy.pt", _torch),
     Target("safetensors", "mlp.safetensors", _torch),

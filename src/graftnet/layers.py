@@ -235,10 +235,17 @@ class _Regularized:
 
     @torch.no_grad()
     def apply_max_norm(self) -> None:
-        """Rescale each unit's incoming weights to an L2 norm of at most ``max_norm``."""
-        if self.spec.max_norm:
-            # weight: (out, in) or (out, in, kh, kw); one norm per output unit
-            self.weight.copy_(torch.renorm(self.weight, p=2, dim=0, maxnorm=self.spec.max_norm))
+        """Rescale each unit's incoming weights to an L2 norm of at most ``max_norm``.
+
+        A module may carry ``max_norm_limit`` and ``max_norm_dim`` attributes instead (set by
+        ``graftnet.io.tf_graph.training_setup`` from a TF graph's max-norm ops, e.g. the
+        book's ``clip_by_norm(kernel, axes=1)``: one norm per *input* unit, ``dim=1``).
+        """
+        limit = getattr(self, "max_norm_limit", None) or self.spec.max_norm
+        if limit:
+            # weight: (out, in) or (out, in, kh, kw); one norm per slice along dim (0: per output unit)
+            dim = getattr(self, "max_norm_dim", 0)
+            self.weight.copy_(torch.renorm(self.weight, p=2, dim=dim, maxnorm=limit))
 
 
 class DenseModule(_Regularized, nn.Linear):

@@ -38,7 +38,9 @@ Selectors, accepted by every method that picks layers:
     ``vgg_base.layers[15:]`` picks in Keras (the block's input layer counts as position 0
     when the model it came from had one, as Keras' functional models do; a nested model
     counts as one entry of its parent's list);
-  - a list of exact names (or block paths), a single position (``int``), or ``"all"`` / ``None``.
+  - a list of exact names (or block paths), a single position (``int``), or ``"all"`` / ``None``;
+  - in a network imported from a TensorFlow graph, a tensor name (``"dnn/hidden3/Relu:0"``):
+    the layer that computes it and all it depends on ("reuse up to here").
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ Shape = tuple[int, ...]
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_\-]*"
 _NAME_RE = re.compile(rf"^{_PART}(?:[./]{_PART})*$")  # '/' separates blocks; '.' as in torch's names
 _SLICE_RE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$")
+_TENSOR_RE = re.compile(r"^\s*[A-Za-z0-9_.][A-Za-z0-9_./\-]*:\d+\s*$")  # a TF tensor: "dnn/hidden3/Relu:0"
 _KERAS_LIST_RE = re.compile(r"^\s*(?:(?P<block>.+?)[./])?layers\s*\[(?P<index>[^\]]*)\]\s*$")
 _DEFAULT_PREFIX = {"dense": "dense", "conv2d": "conv", "maxpool": "pool", "avgpool": "pool",
                    "global_avg_pool": "gap", "flatten": "flatten", "batchnorm": "bn",
@@ -784,7 +787,7 @@ class Network(nn.Module):
 
     def has_constraints(self) -> bool:
         return (any(getattr(s, "max_norm", None) for s in self.specs)
-                or any(hasattr(m, "weight_mask") for m in self._layer.values()))
+                or any(hasattr(m, "weight_mask") or getattr(m, "max_norm_limit", None) for m in self._layer.values()))
 
     def apply_constraints(self) -> None:
         """Apply max-norm constraints and pruning masks (``graftnet.sparse``) of trainable
@@ -1073,6 +1076,8 @@ def _select_text(net: Network, selector: str, what: str) -> list[str]:
         return names[_slice(sl)]
     if selector.strip().lstrip("-").isdigit():
         return _select(net, int(selector), what)
+    if _TENSOR_RE.match(selector):
+        return _select_tensor(net, selector.strip(), what)
     keras = _KERAS_LIST_RE.match(selector)
     if keras:
         return _select_keras_list(net, keras.group("block") or "", keras.group("index"), selector, what)
@@ -1093,6 +1098,29 @@ def _select_text(net: Network, selector: str, what: str) -> list[str]:
         raise ConfigError(f"{what}={selector!r} is not a valid regex ({err}); layers are {format_names(names)}") from None
     blocks = [b for b in net.blocks if pattern.fullmatch(b)]
     return [n for n in names if pattern.fullmatch(n) or any(n.startswith(b + "/") for b in blocks)]
+
+
+def _select_tensor(net: Network, selector: str, what: str) -> list[str]:
+    """A TensorFlow tensor name (``"dnn/hidden3/Relu:0"``) of an imported graph: the layer that
+    computes it and everything it depends on ("reuse up to here")."""
+    tf = net.info.get("tensorflow") or {}
+    tensors = tf.get("tensors") or {}
+    if selector not in tensors:
+        op = selector.rsplit(":", 1)[0]
+        inside = next((layer for layer, ops in (tf.get("ops") or {}).items() if op in ops), None)
+        where = f"; {op!r} is computed inside layer {inside!r} (e.g. before its activation), not at its output" \
+            if inside else ""
+        known = format_names(list(tensors)) if tensors else "none (the network was not imported from a TF graph)"
+        raise ConfigError(f"{what}={selector!r} names a TensorFlow tensor that is no layer's output{where}; "
+                          f"the layers' TensorFlow tensors are {known}.{did_you_mean(selector, list(tensors))}")
+    wanted, stack = set(), [tensors[selector]]
+    while stack:
+        name = stack.pop()
+        if name in wanted or name not in net._index:
+            continue
+        wanted.add(name)
+        stack += list(net._inputs[name])
+    return [n for n in net.layer_names if n in wanted]
 
 
 def _slice(match: re.Match[str]) -> slice:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
+from graftnet.cli._common import add_data_args, add_train_args
 from graftnet.errors import ConfigError, ImportFormatError
 
 __all__ = ["COMMANDS", "register", "detect_format"]
@@ -27,16 +29,25 @@ IMPORT_EPILOG = """\
 examples:
   graftnet import mnist_cnn.keras -o models/mnist-cnn                  # Keras 3 archive
   graftnet import model.h5 -o models/book-mlp                           # tf.keras / Keras 2 / Keras 3 HDF5
-  graftnet import my_model_final.ckpt --spec book_mlp.json -o models/book   # TF1/TF2 checkpoint
+  graftnet import my_model_final.ckpt -o models/book              # TF1 checkpoint + its .meta graph
+  graftnet import my_model_final.ckpt --input-shape 1 28 28 --data mnist --epochs 20 -o models/book-more
+                                                                   # ... and keep training as the graph did
+  graftnet import my_model_final.ckpt --spec book_mlp.json -o models/book   # values into a twin (TF1/TF2)
   graftnet import weights.pt --like models/fashion-a \\
            --rename 'fc(\\d)\\.(.*)=hidden\\1.\\2' -o models/from-torch          # PyTorch state dict
   graftnet import weights.npz --like models/fashion-a --layout keras -o models/from-npz
 
-Keras files carry their architecture; TensorFlow checkpoints, state dicts and .npz files
-hold weights only, so they need the target architecture: --spec (a graftnet spec.json) or
---like (an existing graftnet model whose spec is used, with fresh weights). A .safetensors
-written by `graftnet export --format safetensors` carries its spec and needs neither.
-Keras images are channels-last: the imported network takes (C, H, W) inputs."""
+Keras files carry their architecture, and so does a TF1 checkpoint with the .meta file
+tf.train.Saver writes beside it: the network is rebuilt from the graph (layer names from its
+scopes, the training settings recorded; `graftnet inspect my_model_final.ckpt.meta` lists every
+op and what it became). --data with --epochs then continues training with the graph's optimizer,
+learning rate, gradient clipping and max-norm (flags override them). Other TensorFlow
+checkpoints, state dicts and .npz files hold weights only, so they need the target
+architecture: --spec (a graftnet spec.json) or --like (an existing graftnet model whose spec is
+used, with fresh weights); a .meta beside a checkpoint is then checked against that twin
+(activations, BatchNorm epsilon/momentum, Flatten order). A .safetensors written by
+`graftnet export --format safetensors` carries its spec and needs neither.
+Keras and TensorFlow images are channels-last: the imported network takes (C, H, W) inputs."""
 
 EXPORT_EPILOG = """\
 examples:
@@ -54,22 +65,29 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("import", help="import a Keras, TensorFlow, PyTorch or NumPy model",
                                    description="Import a model trained elsewhere as a graftnet model folder.",
                                    epilog=IMPORT_EPILOG)
-    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix, .pt, .safetensors, .npz)")
+    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix or its .meta, .pt, .safetensors, .npz)")
     parser.add_argument("--format", choices=IMPORT_FORMATS,
                         help="the file's format (default: from its suffix and bytes)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the graftnet model folder to write")
     parser.add_argument("--spec", metavar="SPEC.json", help="target architecture: a graftnet network spec")
     parser.add_argument("--like", metavar="MODEL", help="target architecture: that of this graftnet model")
     parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
-                        help="Keras only, when the file records none: the Keras input shape, e.g. 28 28 1")
+                        help="Keras, when the file records none: the Keras input shape, e.g. 28 28 1; a TF meta "
+                             "graph with a flat input: the (C, H, W) images the network should take, e.g. 1 28 28")
     parser.add_argument("--rename", action="append", default=[], metavar="REGEX=REPLACEMENT",
                         help="map source keys to model keys (repeatable; applied in order; the last '=' splits)")
     parser.add_argument("--layout", choices=("torch", "keras"), default="torch",
                         help="npz only: the names and shapes the arrays use (default torch)")
     parser.add_argument("--partial", action="store_true",
                         help="load what matches and keep the rest freshly initialised (default: all or nothing)")
+    parser.add_argument("--tf-input", metavar="TENSOR",
+                        help="TF meta graph: the input tensor (default: the one float placeholder the output reads)")
+    parser.add_argument("--tf-output", metavar="TENSOR",
+                        help="TF meta graph: the output tensor, e.g. dnn/Y_proba:0 (default: the logits of the loss)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_data_args(parser)
+    add_train_args(parser)
     parser.set_defaults(func=run_import)
 
     parser = subparsers.add_parser("export", help="export a graftnet model to ONNX, Keras, NumPy or safetensors",
@@ -93,7 +111,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         'keras'
     """
     path = Path(path)
-    if _is_tf_checkpoint(path):
+    if _is_tf_checkpoint(path) or path.suffix == ".meta":
         return "tf"
     if not path.exists():
         raise ImportFormatError(f"no file at {path}: it does not exist (for a TensorFlow checkpoint, "
@@ -122,6 +140,21 @@ def _is_tf_checkpoint(path: Path) -> bool:
     if path.is_dir():
         return (path / "checkpoint").is_file() or any(path.glob("*.index"))
     return path.suffix == ".index" or Path(f"{path}.index").is_file() or ".data-" in path.name
+
+
+def _meta_file(file: str | os.PathLike[str]) -> Path | None:
+    """The ``.meta`` graph named by ``file`` or beside the checkpoint prefix it names, if any."""
+    path = Path(file)
+    if path.suffix == ".meta":
+        return path
+    from graftnet.io.tf_checkpoint import _resolve_prefix  # the prefix rules of read_tf_checkpoint
+
+    try:
+        prefix = _resolve_prefix(path)
+    except (ImportFormatError, FileNotFoundError):
+        return None
+    meta = Path(f"{prefix}.meta")
+    return meta if meta.is_file() else None
 
 
 def _zip_kind(path: Path) -> str:
@@ -186,9 +219,25 @@ def _import(args: argparse.Namespace, fmt: str):  # -> (Network, MappingReport)
         from graftnet.io.keras import load_keras
 
         return load_keras(args.file, input_shape=tuple(args.input_shape) if args.input_shape else None)
+    if fmt == "tf" and not (args.spec or args.like) and _meta_file(args.file) is not None:
+        if rename or args.partial:
+            raise ConfigError("a TF meta graph gives the layer names and every variable; --rename and --partial "
+                              "apply to imports into a --spec/--like twin")
+        from graftnet.io.tf_graph import import_meta_graph
+
+        imported = import_meta_graph(args.file, image_shape=tuple(args.input_shape) if args.input_shape else None,
+                                     inputs=[args.tf_input] if args.tf_input else None,
+                                     outputs=[args.tf_output] if args.tf_output else None)
+        return imported.network, imported.report()
+    if args.tf_input or args.tf_output:
+        raise ConfigError("--tf-input and --tf-output choose tensors of a TF meta graph: give a .meta file or a "
+                          "checkpoint with its .meta beside it, without --spec/--like")
     if args.input_shape:
-        raise ConfigError("--input-shape applies to Keras files; the architecture of a "
+        raise ConfigError("--input-shape applies to Keras files and TF meta graphs; the architecture of a "
                           f"{fmt} import comes from --spec or --like")
+    if fmt == "tf" and str(args.file).endswith(".meta"):
+        raise ConfigError(f"{args.file} is a meta graph: import it without --spec/--like (the graph gives the "
+                          f"architecture), or give the checkpoint prefix to load its values into the twin")
     net = _target_network(args, fmt)
     strict = not args.partial
     if fmt == "tf":
@@ -211,14 +260,64 @@ def run_import(args: argparse.Namespace) -> int:
     if output.exists() and not args.overwrite:
         raise ConfigError(f"{output} already exists; pass --overwrite to replace it")
     fmt = args.format or detect_format(args.file)
+    data = _continue_data(args)
     net, report = _import(args, fmt)
     net.info.update(imported_from=str(args.file), import_format=fmt)
-    save_model(net, output, metadata={"import_report": report.to_dict()})
+    metadata: dict[str, Any] = {"import_report": report.to_dict()}
+    if data is not None:
+        metadata.update(_continue_training(net, data, args))
+    save_model(net, output, metadata=metadata)
     _print_report(report, args.json)
     if not args.json:
         print(f"saved {output}: {len(net.layer_names)} layers, {net.count_params():,} parameters, "
               f"input shape {tuple(net.input_shape)}")
     return 0
+
+
+def _continue_data(args: argparse.Namespace):  # -> Dataset | None
+    from graftnet.cli._common import load_data_arg, train_kwargs
+
+    if not args.data:
+        if train_kwargs(args):
+            raise ConfigError("training flags (--epochs, --lr, ...) need --data: the data to continue training on")
+        return None
+    return load_data_arg(args)
+
+
+def _continue_training(net: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Train the imported network on ``data`` with the graph's own settings; flags override them."""
+    from graftnet.cli._common import check_model_fits, train_kwargs
+    from graftnet.io.tf_graph import training_setup
+    from graftnet.train import evaluate, fit
+
+    if "tensorflow" not in net.info:
+        raise ConfigError("--data continues training with the settings a TF meta graph records; for other imports, "
+                          "train the saved model with graftnet graft or graftnet finetune")
+    if tuple(data.input_shape) != tuple(net.input_shape):
+        hint = (f"; pass --input-shape {' '.join(map(str, data.input_shape))} so the network takes these images"
+                if len(net.input_shape) == 1 and math.prod(data.input_shape) == net.input_shape[0] else "")
+        raise ConfigError(f"data {data.name!r} has examples of shape {tuple(data.input_shape)} but the imported "
+                          f"graph takes {tuple(net.input_shape)}{hint}")
+    check_model_fits(net, data)
+    kwargs = training_setup(net)
+    given = train_kwargs(args)
+    if "optimizer" in given or "lr" in given:  # flags override the graph's optimizer and its learning rate
+        optimizer = dict(kwargs["optimizer"])
+        chosen = given.pop("optimizer", None)
+        if chosen is not None:
+            optimizer = {"type": chosen} if isinstance(chosen, str) else dict(chosen)
+        if "lr" in given:
+            optimizer["lr"] = given.pop("lr")
+        kwargs["optimizer"] = optimizer
+    kwargs.update(given)
+    epochs = kwargs.pop("epochs", 10)
+    print(f"continuing training for {epochs} epoch(s) with the graph's settings: "
+          + ", ".join(f"{k}={v}" for k, v in kwargs.items())
+          + (f"; frozen as the graph's var_list leaves them out: {', '.join(net.frozen)}" if net.frozen else ""))
+    history = fit(net, data, epochs=epochs, **kwargs)
+    scores = {split: evaluate(net, getattr(data, split), task=data.task)
+              for split in ("valid", "test") if getattr(data, split) is not None}
+    return {"history": history.to_dict(), "metrics": scores, "continued_training": {"epochs": epochs, **kwargs}}
 
 
 def _print_report(report: Any, as_json: bool) -> None:

@@ -67,7 +67,9 @@ probabilities (N, classes) -- for regression, the predictions. Without -o the CS
 INSPECT_EPILOG = """\
 examples:
   graftnet inspect runs/fashion_mlp-20250101-120000/model
-  graftnet inspect models/fashion-b --json"""
+  graftnet inspect models/fashion-b --json
+  graftnet inspect models/fashion-b --operations          # get_operations(): name, type, inputs, shape
+  graftnet inspect my_model_final.ckpt.meta               # a TF graph's ops and the layer each became"""
 
 DEMO_EPILOG = """\
 examples:
@@ -443,7 +445,11 @@ def _register_inspect(subparsers: Any) -> None:
                                    description="The layer table of a saved model (name, type, output shape, "
                                                "parameters, trainable, origin) and its metadata.",
                                    epilog=INSPECT_EPILOG)
-    parser.add_argument("model", help="a model folder, or a run folder")
+    parser.add_argument("model", help="a model folder, a run folder, or a TensorFlow .meta graph / checkpoint prefix")
+    parser.add_argument("--operations", action="store_true",
+                        help="list the operations, as TensorFlow's graph.get_operations() does: a graftnet model's "
+                             "layers with their inputs and shapes; a TF graph's ops with the layer each became "
+                             "(the default for a TF graph)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=run_inspect)
 
@@ -486,8 +492,64 @@ def _lineage_text(lineage: dict[str, Any]) -> str:
             f", {reused} reused and {new} new layer(s)")
 
 
+def _tf_graph_arg(path: str) -> Path | None:
+    """The .meta graph ``path`` names (the file, or the one beside a checkpoint prefix), if it is one."""
+    from graftnet.cli.convert import _meta_file
+
+    candidate = Path(path)
+    if (candidate / "spec.json").exists() or (candidate / "model" / "spec.json").exists():
+        return None
+    return _meta_file(candidate)
+
+
+def _inspect_tf(meta: Path, args: argparse.Namespace) -> int:
+    from graftnet.io.tf_graph import import_meta_graph
+
+    beside = Path(str(meta)[: -len(".meta")])
+    has_values = Path(f"{beside}.index").is_file()
+    imported = import_meta_graph(meta, load_values=has_values)
+    rows = imported.operation_rows()
+    training = imported.training
+    if args.json:
+        print_json({"meta_graph": str(meta), "checkpoint": str(imported.checkpoint) if imported.checkpoint else None,
+                    "operations": rows, "layers": [{**r, "output_shape": list(r["output_shape"])}
+                                                   for r in imported.network.summary_rows()],
+                    "tensors": imported.mapping.tensors, "training": training})
+        return 0
+    mapped = sum(1 for r in rows if r["layer"])
+    print(f"{meta}: {len(rows)} operations, {mapped} mapped to {len(imported.network.layer_names)} graftnet layers, "
+          f"{len(rows) - mapped} ignored" + ("" if has_values else " (no checkpoint beside it: shapes only)"))
+    for line in imported.operations():
+        print(line)
+    print()
+    print_summary(imported.network)
+    if training:
+        print(f"training:  {training.get('training_op')}: {training.get('optimizer')}"
+              + (f", clip_value {training['clip_value']}" if training.get("clip_value") is not None else "")
+              + (f", clip_norm {training['clip_norm']}" if training.get("clip_norm") is not None else "")
+              + "".join(f", max-norm {r['threshold']:g} on {layer} (TF axes {r['tf_axes']})"
+                        for layer, r in (training.get("max_norm") or {}).items())
+              + (f", global step {training['global_step']['variable']} = {training['global_step']['value']}"
+                 if training.get("global_step") else "")
+              + (f", {len(training['update_ops'])} UPDATE_OPS" if training.get("update_ops") else ""))
+        if training.get("loss"):
+            loss = training["loss"]
+            print(f"loss:      {loss['type']} of {loss['logits']} ({loss['tensor']})")
+    return 0
+
+
 def run_inspect(args: argparse.Namespace) -> int:
+    meta = _tf_graph_arg(args.model)
+    if meta is not None:
+        return _inspect_tf(meta, args)
     model = load_model_arg(args.model)
+    if args.operations:
+        if args.json:
+            print_json({"name": model.name, "operations": [{**r, "output_shape": list(r["output_shape"])}
+                                                           for r in model.summary_rows()]})
+        else:
+            print("\n".join(model.operations()))
+        return 0
     if args.json:
         print_json({"name": model.name, "input_shape": list(model.input_shape),
                     "layers": [{**r, "output_shape": list(r["output_shape"])} for r in model.summary_rows()],

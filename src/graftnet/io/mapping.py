@@ -78,6 +78,9 @@ class MappingReport:
         ignored: source keys left out on purpose (optimizer state, step counters, ...).
         notes: remarks that are not errors, e.g. a BatchNorm counter kept at its value.
         source: what was loaded (a file name), for messages.
+        layout: target layer -> whether what the values cannot show (activation, BatchNorm
+            epsilon/momentum, Flatten order) was checked against the source's own record
+            ("verified against model.ckpt.meta") or could not be ("not verifiable: ...").
     """
 
     matched: list[tuple[str, str]] = field(default_factory=list)
@@ -88,6 +91,7 @@ class MappingReport:
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source: str = "<tensors>"
+    layout: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +119,11 @@ class MappingReport:
         if self.ignored:
             lines.append(f"  ignored: {format_names(self.ignored, limit=8)}")
         lines += [f"  note: {note}" for note in self.notes]
+        if self.layout:
+            statuses: dict[str, list[str]] = {}
+            for layer, status in self.layout.items():
+                statuses.setdefault(status, []).append(layer)
+            lines += [f"  layout {status}: {format_names(layers, limit=8)}" for status, layers in statuses.items()]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +138,7 @@ class MappingReport:
             "transposed": list(self.transposed),
             "ignored": list(self.ignored),
             "notes": list(self.notes),
+            "layout": dict(self.layout),
         }
 
 

@@ -670,6 +670,7 @@ def _is_bookkeeping(name: str, names: set[str]) -> bool:
     """Optimizer slots and counters: not model weights."""
     bare = name.removesuffix(_ATTRIBUTE_SUFFIX)
     return (bare in _BOOKKEEPING_NAMES or bare.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in name
+            or bare.rsplit("/", 1)[-1] in ("beta1_power", "beta2_power")  # TF1 Adam's, under its name scope
             or "/" in bare and bare.rsplit("/", 1)[0] in names)  # TF1 slots: hidden1/kernel/Adam
 
 
@@ -766,6 +767,7 @@ def load_tf_checkpoint(
     rename: list[tuple[str, str]] | Mapping[str, str] | None = None,
     strict: bool = True,
     match: Literal["auto", "name", "position"] = "auto",
+    meta: str | os.PathLike[str] | bool = True,
 ) -> MappingReport:
     """Load a TensorFlow checkpoint's model weights into ``network``; all or nothing when strict.
 
@@ -781,6 +783,12 @@ def load_tf_checkpoint(
         match: ``"name"`` maps variables by their names; ``"position"`` maps the k-th
             checkpoint layer with weights to the k-th layer with weights of ``network``
             (TF2 checkpoints only); ``"auto"`` is position for TF2, name for TF1.
+        meta: the twin check. ``True`` (default): when ``<prefix>.meta`` is beside the
+            checkpoint, the network must compute what that graph computes (activations,
+            BatchNorm epsilon and momentum, Flatten order before a Dense), else a
+            ``CheckpointError`` names each layer that differs and nothing loads; a path names
+            another ``.meta``; ``False`` skips it. ``report.layout`` says, per loaded layer,
+            "verified against ..." or "not verifiable" (no graph to check against).
 
     Returns:
         The report: matched pairs, transposed kernels, ignored optimizer state, ...
@@ -804,9 +812,39 @@ def load_tf_checkpoint(
         targets = {shown: renamed[target] for shown, target in targets.items()}
     keys = {shown: key for key, (shown, _) in sources.items() if shown in targets}
     transforms = {shown: kernel_to_torch for shown in targets if _path_parts(shown)[-1] in _KERNELS}
+    layout = _twin_check(network, checkpoint.prefix, targets, meta)
     report = load_tensors(network, {shown: checkpoint[key] for shown, key in keys.items()}, strict=strict,
                           transforms=transforms, source=str(checkpoint.prefix), rename=targets)
     loaded_keys = set(keys.values())
     report.ignored = [key for key in checkpoint if key not in loaded_keys]
     report.notes += [f"skipped {key}: {why}" for key, why in checkpoint.skipped.items()]
+    report.layout = layout
     return report
+
+
+def _twin_check(network: nn.Module, prefix: Path, targets: Mapping[str, str],
+                meta: str | os.PathLike[str] | bool) -> dict[str, str]:
+    """Layer -> "verified against ..." / "not verifiable: ..."; an error when the graph disagrees."""
+    from graftnet.network import Network
+
+    layers: dict[str, None] = {}
+    for target in targets.values():
+        layers.setdefault(target.rsplit(".", 1)[0] if "." in target else "", None)
+    if not isinstance(network, Network):
+        return {layer: "not verifiable: the target is not a graftnet Network" for layer in layers}
+    names = {name.replace("/", "."): name for name in network.layer_names}
+    layer_names = [names.get(layer, layer) for layer in layers]
+    path = Path(f"{prefix}.meta") if meta is True else (Path(meta) if meta else None)
+    if path is None or not path.is_file():
+        if meta not in (True, False) and path is not None:
+            raise ImportFormatError(f"meta={str(meta)!r}: no such file")
+        return {layer: NOT_VERIFIABLE_TEXT for layer in layer_names}
+    from graftnet.io.tf_graph import verify_twin
+
+    status = verify_twin(network, targets, path)
+    return {layer: status.get(layer, f"not verifiable: {path.name} has no layer that holds these variables")
+            for layer in layer_names}
+
+
+NOT_VERIFIABLE_TEXT = ("not verifiable: the checkpoint holds values only, not the activation, BatchNorm "
+                       "epsilon/momentum or Flatten order (a .meta beside it would tell)")
