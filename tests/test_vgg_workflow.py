@@ -179,3 +179,27 @@ def test_the_example_runs_end_to_end_and_every_saved_form_reloads(photos: Path, 
     images = gn.datasets.image_folder(photos, size=(SIZE, SIZE), preprocess=saved, valid_fraction=0).train.x[:4]
     expected = gn.predict(saved, images).numpy()
     np.testing.assert_allclose(by_keras.predict(images.permute(0, 2, 3, 1).numpy(), verbose=0), expected, atol=1e-5)
+
+
+def test_the_cli_recipe_grafts_keras_vgg16_and_runs_the_plan(photos: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    from graftnet.cli import main
+    from graftnet.io.keras import save_keras
+
+    save_keras(_base(), tmp_path / "weights.keras")  # any Keras file with VGG16's layer names
+    recipe = (EXAMPLE.parent / "recipes" / "vgg16_transfer.toml").read_text()
+    (tmp_path / "plan.toml").write_text(recipe.replace("epochs = 30", "epochs = 1"))
+    grafted, tuned = tmp_path / "models" / "v", tmp_path / "models" / "v-ft"
+    assert main(["graft", "keras:vgg16", "--base-weights", str(tmp_path / "weights.keras"), "--input-shape",
+                 str(SIZE), str(SIZE), "3", "--freeze", "reused", "--add", "flatten", "--add", "16:relu:dense",
+                 "--add", "2:softmax:dense_1", "--out", str(grafted)]) == 0
+    assert main(["finetune", str(grafted), "--plan", str(tmp_path / "plan.toml"), "--data", str(photos),
+                 "--batch-size", "8", "--out", str(tuned)]) == 0
+    err = capsys.readouterr().err
+    assert "cache: layers vgg16/block1_conv1..flatten (19 layers) are frozen" in err
+    assert "cache: layers vgg16/block1_conv1..vgg16/block4_pool (14 layers) are frozen" in err
+    model = gn.load_model(tuned)
+    assert model.info["preprocess_input"] == "caffe" and model.input_shape == (3, SIZE, SIZE)
+    assert "vgg16/block5_conv1" not in model.frozen and "vgg16/block4_conv3" in model.frozen
+    first = gn.load_model(grafted)  # the base's weights came from the file, the block keeps Keras' names
+    torch.testing.assert_close(first.layer("vgg16/block1_conv1").weight, _base().layer("block1_conv1").weight)
