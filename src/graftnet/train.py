@@ -293,9 +293,8 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
         from graftnet import cache as cache_mod
 
         store = cache if isinstance(cache, cache_mod.FeatureCache) else cache_mod.default_cache()
-        cut = cache_mod.cache_cut(model, augment)
-        if augment is not None:
-            cut = cache_mod.cache_cut(model, None)
+        cut = cache_mod.cache_cut(model, None)  # where the cut would be without augmentation
+        if augment is not None:  # it changes the inputs at every step: cached only as cache_views
             if cut and not cache_views:
                 cache_info = {"cache_off": _augment_blocks_cache(model, cut, augment)}
                 log_fn(f"cache: off: {cache_info['cache_off']}")
