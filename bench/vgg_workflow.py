@@ -154,8 +154,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64, help="images in all (half train, a quarter valid, test)")
     parser.add_argument("--epochs", type=int, nargs=2, default=[30, 30])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--passes", type=int, default=5, help="passes of the feature-build comparison")
-    parser.add_argument("--nocache-epochs", type=int, default=2, help="epochs per stage of fit(cache=False)")
+    parser.add_argument("--passes", type=int, default=5, help="passes of the feature-build comparison (0: skip it)")
+    parser.add_argument("--nocache-epochs", type=int, default=2,
+                        help="epochs per stage of fit(cache=False) (0: skip them)")
     parser.add_argument("--quick", action="store_true", help="16 images, 8 + 8 epochs, 2 passes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -196,8 +197,10 @@ def main() -> None:
               f"{theirs['test_accuracy']:.3f}, load {load_average()}", flush=True)
 
         model.load_state_dict(initial)
-        nocache = graftnet_workflow(model, data, (args.nocache_epochs,) * 2, cache=False)
-        build = feature_build(model, data, worker, args.passes)
+        nocache = (graftnet_workflow(model, data, (args.nocache_epochs,) * 2, cache=False) if args.nocache_epochs
+                   else {"stages": [{"epoch_seconds": [float("nan")]}] * 2})
+        build = (feature_build(model, data, worker, args.passes) if args.passes else
+                 {"images_per_s": None, "graftnet / keras throughput": None})
         worker.close()
 
     per_epoch_nocache = [statistics.median(s["epoch_seconds"]) for s in nocache["stages"]]
