@@ -5,6 +5,7 @@
 #   make demo   - venv + data, then `graftnet demo`
 #   make demo-budgets - the demo under its three training budgets, compared (runs/demo/budgets.md)
 #   make bench  - the benchmarks in bench/
+#   make bench-vgg - the notes' VGG16 workflow (30 + 30 epochs) against Keras, and the feature build vs predict
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
 #   make pretrain-label-study - every pretrained base vs scratch at 100/300/1,000 labels, 10 seeds (CPU-heavy)
@@ -29,7 +30,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench fuzz clean pretrain-study pretrain-bases pretrain-label-study \
+.PHONY: venv data demo demo-budgets test bench bench-vgg fuzz clean pretrain-study pretrain-bases pretrain-label-study \
 	examples rank-validation
 
 venv: $(STAMP)
@@ -71,6 +72,16 @@ bench: venv data
 		|| echo "tensorflow-cpu not installed: the Keras rows will say so"; \
 	fi
 	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python $(PY) bench/run.py $(BENCH_ARGS)
+
+# The VGG16 workflow of issue 11 (item 3): graftnet vs Keras fit per stage; writes bench/results/vgg-workflow.json
+BENCH_VGG_ARGS ?= --threads 1 --images 64
+bench-vgg: venv
+	@if [ ! -x $(BENCH_VENV)/bin/python ]; then \
+		echo "creating $(BENCH_VENV) with tensorflow-cpu for the Keras comparisons"; \
+		$(PYTHON) -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q tensorflow-cpu==2.21.0 keras; \
+	fi
+	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python nice -n 10 $(PY) bench/vgg_workflow.py \
+		$(BENCH_VGG_ARGS) --json bench/results/vgg-workflow.json
 
 # Mutated and truncated copies of the seed corpus (fuzz/corpus) fed to every importer, offline:
 # exits 1 on any crash, hang, unclear message or write. FUZZ_ARGS="--cases 5000 --seed 1" for more.

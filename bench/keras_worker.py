@@ -12,6 +12,8 @@ Requests (each answered by one JSON line; ``{"error": ...}`` on failure):
     {"op": "vgg_base", "id": "v", "size": 150}
     {"op": "epoch", "id": "m", "data": "fashion", "batch": 200} -> {"seconds": s, "wall": w}
     {"op": "predict", "id": "v", "data": "imgs", "batch": 32}  -> {"seconds": s}
+    {"op": "vgg_workflow", "model": "m.keras", "train": "t", "valid": "v", "test": "s", "epochs": [30, 30],
+     "batch": 20, "lr": 2e-5}  -> per stage: fit wall seconds, epoch seconds, accuracies
     {"op": "quit"}
 """
 
@@ -117,7 +119,47 @@ def predict(req: dict) -> dict:
     return {"seconds": time.perf_counter() - t0, "output_shape": list(out.shape)}
 
 
-OPS = {"hello": hello, "load": load, "mlp": mlp, "vgg_base": vgg_base, "epoch": epoch, "predict": predict}
+def vgg_workflow(req: dict) -> dict:
+    """The notes' VGG16 workflow (seed 004) on a model graftnet exported (``.keras``, so both
+    sides start from the same weights): every layer of the nested ``vgg16`` base
+    ``trainable = False``, compile, ``fit``; then ``vgg_base.layers[15:]`` trainable, compile
+    again, ``fit`` again. RMSprop, binary cross-entropy, validation data at every epoch."""
+    import keras
+
+    model = keras.models.load_model(req["model"], compile=False)
+    vgg_base = model.get_layer("vgg16")
+    (xt, yt), (xv, yv), (xs, ys) = DATA[req["train"]], DATA[req["valid"]], DATA[req["test"]]
+    stages = []
+    for stage, epochs in zip(("frozen", "block5"), req["epochs"]):
+        if stage == "frozen":
+            for layer in vgg_base.layers:
+                layer.trainable = False
+        else:
+            for layer in vgg_base.layers[15:]:
+                layer.trainable = True
+        model.compile(optimizer=keras.optimizers.RMSprop(learning_rate=float(req["lr"])),
+                      loss="binary_crossentropy", metrics=["acc"])
+        seconds: list = []
+
+        class Clock(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds.append(time.perf_counter() - self.t0)
+
+        t0 = time.perf_counter()
+        hist = model.fit(xt, yt, epochs=int(epochs), batch_size=int(req["batch"]), validation_data=(xv, yv),
+                         shuffle=True, verbose=0, callbacks=[Clock()])
+        stages.append({"stage": stage, "wall": time.perf_counter() - t0, "epoch_seconds": seconds,
+                       "trainable": [w.path for w in model.trainable_weights],
+                       "loss": hist.history["loss"], "val_acc": hist.history["val_acc"]})
+    test = model.evaluate(xs, ys, verbose=0, return_dict=True)
+    return {"stages": stages, "test_accuracy": float(test["acc"]), "test_loss": float(test["loss"])}
+
+
+OPS = {"hello": hello, "load": load, "mlp": mlp, "vgg_base": vgg_base, "epoch": epoch, "predict": predict,
+       "vgg_workflow": vgg_workflow}
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from graftnet import backbones, catalog, distributed, sparse, study, tracking, zoo
 from graftnet import data as datasets
 from graftnet import pretrain
-from graftnet.augment import Augment
+from graftnet.augment import Augment, ImageAugment
 from graftnet.cache import FeatureCache
 from graftnet.errors import CheckpointError, ConfigError, DataError, GraftnetError, ImportFormatError, ShapeError
 from graftnet.io.checkpoint import load_model, save_model
@@ -52,7 +52,7 @@ from graftnet.tune import tune
 from graftnet.transfer import FineTune, Stage, freeze_below, get_weights, graft, set_weights, unfreeze_top
 
 __all__ = [
-    "Activation", "AlphaDropout", "Augment", "AvgPool", "BatchNorm", "CheckpointError", "ConfigError",
+    "Activation", "AlphaDropout", "Augment", "ImageAugment", "AvgPool", "BatchNorm", "CheckpointError", "ConfigError",
     "Conv2d", "Cosine", "DataError", "Dense", "Dropout", "EarlyStopping", "Exponential", "Flatten",
     "GlobalAvgPool", "GraftnetError", "History", "ImportFormatError", "MaxPool", "Nadam", "Network",
     "OneCycle", "PiecewiseConstant", "Plateau", "Power", "RMSprop", "Rescaling", "SGD", "ShapeError",

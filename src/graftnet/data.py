@@ -1095,17 +1095,24 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".w
 def _class_files(root: Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
+    suffixes = ", ".join(sorted(_IMAGE_SUFFIXES))
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     files = {
         folder.name: sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file())
         for folder in folders
     }
+    if not files:
+        loose = sorted(f.name for f in root.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        found = f"; it holds {len(loose)} image(s) directly ({format_names(loose)}): move them" if loose else ""
+        raise DataError(f"{root}: an image folder needs one sub-folder per class holding images ({suffixes}); "
+                        f"found no sub-folder{found}")
     empty = [name for name, paths in files.items() if not paths]
-    if len(files) < 2 or empty:
-        raise DataError(
-            f"{root}: an image folder needs at least 2 sub-folders (one per class) holding images "
-            f"({', '.join(sorted(_IMAGE_SUFFIXES))}); found classes {list(files)}, empty: {empty or 'none'}"
-        )
+    if empty:
+        raise DataError(f"{root}: class folder(s) {empty} hold no images ({suffixes}); classes found: {list(files)}")
+    if len(files) < 2:
+        only = next(iter(files))
+        raise DataError(f"{root}: only one class, {only!r} ({len(files[only])} images); a classifier needs at least "
+                        f"2 sub-folders (one per class)")
     return files
 
 
@@ -1119,8 +1126,8 @@ def _read_image(path: Path, grayscale: bool, size: tuple[int, int] | None) -> np
             if size is not None and image.size != (size[1], size[0]):
                 image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from exc
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
@@ -1131,15 +1138,24 @@ def image_folder(
     valid_fraction: float = 0.1,
     test_fraction: float = 0.0,
     seed: int = 0,
+    preprocess: Any = None,
 ) -> Dataset:
-    """A dataset from ``path/<class name>/<image files>``, pixels scaled to [0, 1].
+    """A dataset from ``path/<class name>/<image files>`` (JPEG, PNG, ... read by Pillow).
 
     Images are resized to ``size = (H, W)``; with ``size=None`` they must all have the
     same size. Valid and test examples are drawn per class at random with ``seed``.
 
-        >>> pets = image_folder("photos/", size=(64, 64))  # doctest: +SKIP
-        >>> pets.classes, pets.input_shape                  # doctest: +SKIP
-        (['cat', 'dog'], (3, 64, 64))
+    ``preprocess`` says what the pixels become: ``None`` scales them to [0, 1]; a network
+    built by ``graftnet.backbones`` (or holding one as a block) uses that base's own
+    ``preprocess_input`` convention, and so does a family name (``"vgg16"``) or a mode
+    (``"caffe"``: BGR minus the ImageNet mean pixel; ``"torch"``: /255 then ImageNet
+    mean/std; ``"tf"``: [-1, 1]; ``"none"``: [0, 255]). The mode is recorded in
+    ``source["preprocess"]``; ``graftnet.augment.ImageAugment.for_data`` reads it.
+
+        >>> base = gn.backbones.vgg16(include_top=False, input_shape=(150, 150, 3), weights=None)  # doctest: +SKIP
+        >>> pets = image_folder("photos/", size=(150, 150), preprocess=base)  # doctest: +SKIP
+        >>> pets.classes, pets.input_shape, pets.source["preprocess"]          # doctest: +SKIP
+        (['cat', 'dog'], (3, 150, 150), 'caffe')
     """
     try:
         import PIL  # noqa: F401
@@ -1176,10 +1192,13 @@ def image_folder(
         parts["train"].append(members[n_valid + n_test :])
     index = {key: np.sort(np.concatenate(value)) for key, value in parts.items()}
 
+    mode = _preprocess_mode(preprocess, grayscale)
+
     def split(key: str) -> Split | None:
         if not len(index[key]):
             return None
-        x_part = torch.from_numpy(x[index[key]]).float() / 255.0
+        pixels = torch.from_numpy(x[index[key]]).float()  # (n, C, H, W) in [0, 255]
+        x_part = pixels / 255.0 if mode is None else _preprocess_pixels(pixels, mode)
         return Split(x_part, torch.from_numpy(y[index[key]]).long())
 
     source = {
@@ -1190,13 +1209,44 @@ def image_folder(
         "valid_fraction": valid_fraction,
         "test_fraction": test_fraction,
         "seed": seed,
-        "scaling": {"kind": "unit", "divisor": 255.0},
+        "scaling": {"kind": "unit", "divisor": 255.0} if mode is None else {"kind": "preprocess_input", "mode": mode},
+        "preprocess": mode or "unit",
         "transforms": [],
     }
     train = split("train")
     if train is None:
         raise DataError(f"{root}: no training images left after taking the valid and test fractions")
     return Dataset(root.name or str(root), train, split("valid"), split("test"), list(files), "multiclass", source)
+
+
+def _preprocess_mode(preprocess: Any, grayscale: bool) -> str | None:
+    """``None`` (pixels in [0, 1]) or a Keras ``preprocess_input`` mode, from a mode, a family or a network."""
+    if preprocess is None:
+        return None
+    from graftnet.backbones.keras_family import PREPROCESSING, preprocess_mode
+
+    if isinstance(preprocess, str):
+        mode = PREPROCESSING.get(preprocess, preprocess)
+        if mode not in _PREPROCESS_MODES:
+            raise DataError(f"preprocess={preprocess!r}: expected a family ({', '.join(PREPROCESSING)}), a mode "
+                            f"({', '.join(_PREPROCESS_MODES)}), a network built by graftnet.backbones, or None "
+                            f"for pixels in [0, 1]")
+    else:
+        mode = preprocess_mode(preprocess)
+    if grayscale and mode != "none":
+        raise DataError(f"preprocess mode {mode!r} is defined on RGB images; grayscale=True reads one channel")
+    return mode
+
+
+_PREPROCESS_MODES = ("caffe", "torch", "tf", "none")
+
+
+def _preprocess_pixels(pixels: torch.Tensor, mode: str) -> torch.Tensor:
+    from graftnet.backbones.keras_family import preprocess_input
+
+    if mode == "none":
+        return pixels
+    return preprocess_input(pixels, mode)  # type: ignore[return-value]
 
 
 # -------------------------------------------------------------------------------- load()

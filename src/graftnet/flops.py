@@ -42,11 +42,9 @@ __all__ = ["StepFlops", "forward_flops", "training_flops"]
 
 
 def forward_flops(model: Network) -> list[int]:
-    """Forward FLOPs per example of each layer, in network order (0 for elementwise layers)."""
-    out = []
-    for module, shape in zip(model.children(), model.shapes):
-        out.append(_layer_flops(module, shape))
-    return out
+    """Forward FLOPs per example of each layer of ``model.layer_names``, in network order (0 for
+    elementwise layers); the layers of a nested block (``vgg16/block1_conv1``) count one by one."""
+    return [_layer_flops(model.layer(name), model.shape_of(name)) for name in model.layer_names]
 
 
 def _layer_flops(module: nn.Module, out_shape: tuple[int, ...]) -> int:
@@ -86,7 +84,7 @@ def training_flops(model: Network, start: int = 0) -> StepFlops:
     step (``start`` is the cache cut: ``graftnet.cache.cache_cut``) and the parameters
     that train are those with ``requires_grad`` (the model's freeze state)."""
     flops = forward_flops(model)
-    modules = list(model.children())
+    modules = [model.layer(name) for name in model.layer_names]
     trains = [any(p.requires_grad for p in m.parameters()) for m in modules]
     lowest = next((i for i in range(start, len(modules)) if trains[i]), len(modules))
     forward = sum(flops[start:])

@@ -300,16 +300,20 @@ def _check_numbers(recipe: dict[str, Any], source: str) -> None:
 
 
 # ---------------------------------------------------------------- building
-def build_data(recipe: dict[str, Any]):  # -> graftnet.data.Dataset
+def build_data(recipe: dict[str, Any], images: dict[str, Any] | None = None):  # -> graftnet.data.Dataset
     """The dataset a resolved recipe's [data] section describes.
 
     Class selection runs first (``classes``, then ``exclude``, then ``positive``), then
-    the first-n limits (``train_size``, ``valid_size``, ``test_size``).
+    the first-n limits (``train_size``, ``valid_size``, ``test_size``). ``images`` holds
+    ``image_folder`` settings (``size``, ``preprocess``, ...) used when the source is a folder.
     """
     from graftnet import data as gd
 
     section = recipe["data"]
-    data = gd.load(section["source"], root=section["root"] or None)  # root: as Python's root= (gd.dataset_dir)
+    if images and Path(section["source"]).expanduser().is_dir():
+        data = gd.image_folder(Path(section["source"]).expanduser(), **images)
+    else:
+        data = gd.load(section["source"], root=section["root"] or None)  # root: as Python's root= (gd.dataset_dir)
     if section["classes"]:
         data = data.only_classes(section["classes"])
     if section["exclude"]:

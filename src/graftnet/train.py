@@ -272,11 +272,13 @@ class _Run:
     vx: torch.Tensor | None
     vy: torch.Tensor | None
     cache_info: dict[str, Any]
+    views: torch.Tensor | None = None  # (K, N, *features): K augmented views of each training example, cached
 
 
 def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, augment: Any,
              metrics: Sequence[str], log_fn: Callable[[str], None], weights_from: Path | None = None,
-             world: distributed.World = distributed.World()) -> _Run:
+             world: distributed.World = distributed.World(), cache_views: int | None = None,
+             generator: torch.Generator | None = None) -> _Run:
     _check_fits(model, data)
     if weights_from is not None:  # resuming: the cached prefix must be computed with the checkpoint's weights
         from graftnet.io.checkpoint import load_model
@@ -285,19 +287,33 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
         if saved.to_spec()["layers"] == model.to_spec()["layers"]:  # else _restore reports the mismatch
             model.load_state_dict({k: v.to(device) for k, v in saved.state_dict().items()})
     train, valid = data.train, data.valid
-    start, cache_info = 0, {}
+    start, cache_info, views = 0, {}, None
     x, vx = train.x, (valid.x if valid is not None and len(valid) else None)
     if cache is not False:
         from graftnet import cache as cache_mod
 
         store = cache if isinstance(cache, cache_mod.FeatureCache) else cache_mod.default_cache()
-        cut = cache_mod.cache_cut(model, augment)
+        cut = cache_mod.cache_cut(model, None)  # where the cut would be without augmentation
+        if augment is not None:  # it changes the inputs at every step: cached only as cache_views
+            if cut and not cache_views:
+                cache_info = {"cache_off": _augment_blocks_cache(model, cut, augment)}
+                log_fn(f"cache: off: {cache_info['cache_off']}")
+                cut = 0
+            elif not cut and cache_views:
+                cache_info = {"cache_off": f"cache_views={cache_views} not used: no frozen layers at the bottom "
+                                           f"to cache; the augmentation runs at every step"}
+                log_fn(f"cache: {cache_info['cache_off']}")
         if cut:
             prefix, _ = model.split(cut - 1)
             before = store.stats()
             t0 = time.perf_counter()
             try:
-                cx = _prefix_features(store, prefix, train, device, world)
+                if augment is not None:  # cache_views: K augmented copies of the training set, each cached
+                    assert generator is not None and cache_views
+                    views = _view_features(store, prefix, train, device, world, augment, cache_views, generator)
+                    cx = views[0]
+                else:
+                    cx = _prefix_features(store, prefix, train, device, world)
                 cvx = _prefix_features(store, prefix, valid, device, world) if vx is not None else None
             except cache_mod.CacheUnavailable as err:  # e.g. a read-only or full cache folder
                 cut = 0
@@ -317,13 +333,45 @@ def _prepare(model: Network, data: Dataset, device: torch.device, cache: Any, au
                 cache_info["cache_tensors"] = ", ".join(crossing)
             what = (f"their output {tuple(x.shape[1:])}" if len(crossing) == 1 else
                     "the outputs of " + ", ".join(f"{c} {model.shape_of(c)}" for c in crossing) + " (packed)")
+            if views is not None:
+                cache_info["cache_views"] = len(views)
+                what += (f" on {len(views)} augmented views of each training image (each epoch trains on one view "
+                         f"per image, drawn at random: not fresh augmentation)")
             log_fn(f"cache: layers {model.layer_names[0]}..{model.layer_names[cut - 1]} ({cut} layers) are frozen; "
-                   f"{what} {'was reused' if cache_info['cache_hits'] else 'was computed once'} "
+                   f"{what} {'was reused' if after['misses'] == before['misses'] else 'was computed once'} "
                    f"in {cache_info['cache_seconds']:.2f}s, training runs layers {model.layer_names[cut]}.. only")
     on_device = lambda t: None if t is None else t.to(device)  # noqa: E731
     return _Run(model, device, data.task, _output_activation(model), _metric_names(data.task, metrics), start,
                 on_device(x), on_device(train.y), on_device(vx), on_device(valid.y if vx is not None else None),
-                cache_info)
+                cache_info, on_device(views))
+
+
+def _augment_blocks_cache(model: Network, cut: int, augment: Any) -> str:
+    """Why the frozen prefix is not cached when a random augmentation runs on the inputs."""
+    names = model.layer_names
+    return (f"the random augmentation {augment!r} changes the inputs at every step, and layers "
+            f"{names[0]}..{names[cut - 1]} ({cut} frozen layers) read them, so their output is not the same twice "
+            f"and they run at every step; fit(cache_views=K) computes K augmented views of each image through "
+            f"them once and trains on one per epoch")
+
+
+def _view_features(store: Any, prefix: Network, split: Split, device: torch.device, world: distributed.World,
+                   augment: Any, k: int, generator: torch.Generator) -> torch.Tensor:
+    """(K, N, *out_shape): the prefix's output on K augmented copies of ``split``, each cached.
+
+    The views are drawn from a stream seeded from ``generator`` (the same on every rank), in
+    chunks of the prefix's inference batch, so they depend on the fit's seed only."""
+    view_generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    step = max(1, prefix.inference_batch_size())
+    out = None
+    for view in range(k):
+        x = torch.cat([augment(split.x[i:i + step], view_generator) for i in range(0, len(split), step)])
+        features = _prefix_features(store, prefix, Split(x, split.y), device, world).to("cpu")
+        if out is None:
+            out = torch.empty((k, *features.shape), dtype=features.dtype)  # (K, N, *out_shape)
+        out[view] = features
+    assert out is not None
+    return out
 
 
 def _prefix_features(store: Any, prefix: Network, split: Split, device: torch.device,
@@ -409,6 +457,7 @@ def fit(
     layer_decay: float | None = None,
     augment: Any = None,
     cache: Any = True,
+    cache_views: int | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
     checkpoint: str | Path | None = None,
@@ -429,8 +478,15 @@ def fit(
         early_stopping: an ``EarlyStopping`` or a patience (monitors ``val_loss``).
         lr_mult / layer_decay: per-layer learning rates (see ``optim.param_groups``).
         augment: a callable ``(x, generator) -> x`` applied to each training batch
-            (``graftnet.augment.Augment``); it disables the frozen-prefix cache.
+            (``graftnet.augment.Augment``, ``ImageAugment``); it turns the frozen-prefix
+            cache off (the log line and the History's ``cache_off`` say why) unless
+            ``cache_views`` is given.
         cache: ``True`` (automatic), ``False``, or a ``FeatureCache`` to use.
+        cache_views: with ``augment`` and frozen bottom layers: compute ``K`` augmented
+            views of each training image through the frozen layers once, and train each
+            epoch on one view per image drawn at random (``cache_views`` in the History).
+            That is not the same training as fresh augmentation at every step: the model
+            sees at most K variants of each image.
         seed: seeds the batch order and dropout; same seed, same result on CPU.
         checkpoint: a directory written atomically after every epoch (model, optimizer,
             schedule, RNG, history); with ``resume=True`` training continues from it exactly.
@@ -450,6 +506,13 @@ def fit(
     """
     if epochs < 0 or batch_size < 1:
         raise ConfigError(f"epochs must be >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    if cache_views is not None:
+        if isinstance(cache_views, bool) or not isinstance(cache_views, int) or cache_views < 1:
+            raise ConfigError(f"cache_views must be a whole number >= 1 of augmented views per image, got "
+                              f"{cache_views!r}")
+        if augment is None or cache is False:
+            raise ConfigError(f"cache_views={cache_views} caches augmented views of the inputs: it needs augment=... "
+                              f"and the cache on (got augment={augment!r}, cache={cache!r})")
     world = distributed.current()  # more than one process under torchrun
     device = torch.device(device) if device else default_device()
     if world.active and device.type == "cuda" and device.index is None:
@@ -467,10 +530,12 @@ def fit(
     # every rank draws the same batch order: rank 0's seed
     generator = torch.Generator().manual_seed(distributed.broadcast_int(order_seed, world))
     resume_from = _resume_folder(checkpoint) if resume else None
-    run = _prepare(model, data, device, cache, augment, metrics, say, resume_from, world)
+    run = _prepare(model, data, device, cache, augment, metrics, say, resume_from, world, cache_views, generator)
     # the model now knows what it is: save_model writes these, predict reads them
     model.info.update(task=data.task, classes=list(data.classes) if data.classes else None,
                       output_activation=run.act, data_name=data.name)
+    if data.source.get("preprocess") not in (None, "unit"):  # image_folder(preprocess=...): what the inputs are
+        model.info["preprocess_input"] = data.source["preprocess"]
     _say_data(data, say)
     n = len(run.x)
     if n == 0:
@@ -551,6 +616,9 @@ def fit(
         t0 = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=generator).to(device)
+        # cache_views: which of the K cached views each example trains on this epoch
+        view_of = (torch.randint(len(run.views), (n,), generator=generator).to(device)
+                   if run.views is not None else None)
         # under DDP the ranks augment different examples: each its own stream, drawn from the shared one
         aug_generator = (torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator))
                                                        + world.rank) if world.active and augment is not None
@@ -566,7 +634,9 @@ def fit(
                 lo, hi = mine[step]
                 idx = perm[lo:hi]
                 xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
-                if augment is not None:
+                if view_of is not None:
+                    xb = run.views[view_of[idx], idx]  # (B, *features): each example's view of this epoch
+                elif augment is not None:
                     xb = augment(xb, aug_generator)
                 lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
                 if graphed is not None and hi - lo == batch_size:
@@ -611,6 +681,8 @@ def fit(
         row["seconds"] = round(time.perf_counter() - t0, 4)
         if epoch == first_epoch and run.cache_info:
             row.update(run.cache_info)
+        if run.views is not None:
+            row["cache_views"] = len(run.views)  # every epoch: trained on one of K cached views per image
         history.epochs.append(row)
         if scheduler is not None and not sched_spec.per_step:
             if isinstance(sched_spec, Plateau):

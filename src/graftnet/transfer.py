@@ -764,7 +764,7 @@ def _cache_record(model: Network, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Which prefix the cache will hold in this stage, and its fingerprint (spec + weights)."""
     if kwargs.get("cache", True) is False:
         return {"cache_cut": None, "cache_prefix": None}
-    cut = cache_cut(model, kwargs.get("augment"))
+    cut = cache_cut(model, None if kwargs.get("cache_views") else kwargs.get("augment"))
     if not cut:
         return {"cache_cut": None, "cache_prefix": None}
     prefix, _ = model.split(cut - 1)

@@ -22,6 +22,7 @@ from graftnet.backbones.keras_family import (
     load_keras_application_weights,
     mobilenetv2,
     preprocess_input,
+    preprocess_mode,
     resnet50,
     vgg16,
     vgg19,
@@ -30,6 +31,6 @@ from graftnet.backbones.torchvision_family import torchvision_resnet18, torchvis
 
 __all__ = [
     "KERAS_WEIGHTS", "PREPROCESSING", "KerasWeights", "densenet121", "efficientnetb0", "keras_cache_dir",
-    "keras_weights_file", "load_keras_application_weights", "mobilenetv2", "preprocess_input", "resnet50",
+    "keras_weights_file", "load_keras_application_weights", "mobilenetv2", "preprocess_input", "preprocess_mode", "resnet50",
     "vgg16", "vgg19", "torchvision_resnet18", "torchvision_resnet34", "torchvision_resnet50",
 ]

@@ -85,6 +85,7 @@ __all__ = [
     "load_keras_application_weights",
     "mobilenetv2",
     "preprocess_input",
+    "preprocess_mode",
     "resnet50",
     "vgg16",
     "vgg19",
@@ -263,6 +264,38 @@ def preprocess_input(x: torch.Tensor | np.ndarray, mode: str) -> torch.Tensor | 
     else:
         out = t.clone()
     return out.numpy() if is_numpy else out
+
+
+def preprocess_mode(network: Any) -> str:
+    """The ``preprocess_input`` mode of a network built by ``graftnet.backbones`` (or holding one
+    as a block, as ``Network([Block(vgg16(...)), Flatten(), ...])`` does): ``"caffe"`` for VGG16.
+
+    Read from ``network.info["backbone"]`` (or ``info["preprocess_input"]``, which a model
+    saved after training on preprocessed images keeps), then from the blocks' networks.
+
+        >>> preprocess_mode(vgg16(include_top=False, input_shape=(32, 32, 3), weights=None))
+        'caffe'
+    """
+    from graftnet.network import Block
+
+    found = _own_mode(network)
+    if found is not None:
+        return found
+    for spec in getattr(network, "specs", []):
+        if isinstance(spec, Block) and isinstance(spec.network, Network):
+            found = _own_mode(spec.network)
+            if found is not None:
+                return found
+    name = getattr(network, "name", type(network).__name__)
+    raise ConfigError(f"network {name!r} does not say how its inputs are preprocessed (no "
+                      f"info['backbone']['preprocess_input'] on it or its blocks); pass the mode: one of "
+                      f"'caffe', 'torch', 'tf', 'none' (families: {', '.join(f'{k}={v}' for k, v in PREPROCESSING.items())})")
+
+
+def _own_mode(network: Any) -> str | None:
+    info = getattr(network, "info", None) or {}
+    mode = info.get("preprocess_input") or (info.get("backbone") or {}).get("preprocess_input")
+    return str(mode) if mode else None
 
 
 # ============================================================ building graphs as Keras does

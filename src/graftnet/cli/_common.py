@@ -75,13 +75,25 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def load_data_arg(args: argparse.Namespace):  # -> graftnet.data.Dataset
-    """The dataset ``--data`` (and the size flags) name."""
+def load_data_arg(args: argparse.Namespace, model: Any = None):  # -> graftnet.data.Dataset
+    """The dataset ``--data`` (and the size flags) name. An image folder read for ``model`` is
+    resized to its input and preprocessed as its base expects (``preprocess_input``), when
+    the model says how (a ``graftnet.backbones`` base, or a model trained on such images)."""
     from graftnet.recipe import build_data, resolve
 
     if not getattr(args, "data", None):
         raise ConfigError("no data given: pass --data NAME|PATH (fashion, mnist, digits, FILE.npz, FOLDER)")
-    return build_data(resolve({"data": data_overrides(args)}))
+    images = {}
+    if model is not None and Path(args.data).expanduser().is_dir() and len(model.input_shape) == 3:
+        from graftnet.backbones import preprocess_mode
+
+        try:
+            mode = preprocess_mode(model)
+        except ConfigError:
+            mode = None  # a model that does not say: pixels in [0, 1], as before
+        channels, height, width = model.input_shape
+        images = {"size": (height, width), "preprocess": mode, "grayscale": channels == 1 and mode is None}
+    return build_data(resolve({"data": data_overrides(args)}), images=images)
 
 
 # ---------------------------------------------------------------- training

@@ -29,6 +29,13 @@ examples:
            --data fashion --epochs 20 --batch-size 200 --out models/base-graft
   graftnet graft models/base --reuse ':3' --add 10 --out models/cut      # graft only, no training
   graftnet graft models/resnet --at conv4_block6_out --freeze reused --add gap --add 10 --data DIR
+  graftnet graft keras:vgg16 --base-weights vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 \
+           --input-shape 150 150 3 --freeze reused --add flatten --add 256:relu:dense --add 2:softmax:dense_1
+
+keras:FAMILY (vgg16, vgg19, resnet50, mobilenetv2, efficientnetb0, densenet121) builds that
+Keras application without its top as one block named after it (vgg16/block5_conv1, ...);
+an image folder given with --data (here or to finetune) is then resized to its input and
+preprocessed as it expects (Keras' preprocess_input: caffe for VGG16).
 
 --at LAYER attaches the new layers to any layer's output and keeps everything that layer
 depends on (in a graph: its branches too).
@@ -59,7 +66,12 @@ def register(subparsers: Any) -> None:
                                    description="Reuse the lower layers of a saved model, add new layers on top, "
                                                "freeze some, train on new data, and save it with its lineage.",
                                    epilog=GRAFT_EPILOG)
-    parser.add_argument("base", help="the saved model (or run folder) to reuse layers from")
+    parser.add_argument("base", help="the saved model (or run folder) to reuse layers from, or a Keras "
+                                     "application, keras:FAMILY (keras:vgg16), nested as one block")
+    parser.add_argument("--base-weights", metavar="FILE",
+                        help="keras:FAMILY only: its weights file (default: 'imagenet' from Keras' cache folder)")
+    parser.add_argument("--input-shape", type=int, nargs=3, metavar=("H", "W", "C"),
+                        help="keras:FAMILY only: the input shape, channels last as in Keras (e.g. 150 150 3)")
     parser.add_argument("--reuse", default=":-1", metavar="SELECTOR",
                         help="layers to reuse, a bottom run of the base (default ':-1': all but the last)")
     parser.add_argument("--at", metavar="LAYER",
@@ -162,15 +174,30 @@ def _save(model: Any, out: str | Path, data: Any, extra: dict[str, Any]) -> Path
 
 
 # ---------------------------------------------------------------- graft
+def _keras_application(args: argparse.Namespace):  # -> graftnet.network.Network
+    """``keras:vgg16`` without its top, as one block of a network: as Keras'
+    ``Sequential([vgg_base, ...])`` nests it, so its layers are ``vgg16/block1_conv1``, ..."""
+    from graftnet import zoo
+    from graftnet.network import Block, Network
+
+    if args.input_shape is None:
+        raise ConfigError(f"{args.base}: give --input-shape H W C (channels last, as Keras), e.g. 150 150 3")
+    application = zoo.load(args.base, include_top=False, input_shape=tuple(args.input_shape),
+                           weights=args.base_weights or "imagenet")
+    wrapper = Network([Block(application)], application.input_shape, name=application.name)
+    wrapper.info["backbone"] = dict(application.info["backbone"])  # its preprocess_input convention above all
+    return wrapper
+
+
 def run_graft(args: argparse.Namespace) -> int:
     from graftnet.train import fit
     from graftnet.transfer import graft
 
-    out = output_path(args, args.base, "graft")
-    base = load_model_arg(args.base)
+    out = output_path(args, args.base.replace(":", "-"), "graft")
+    base = _keras_application(args) if args.base.startswith("keras:") else load_model_arg(args.base)
     head = [parse_add(text) for text in args.add]
     kwargs = train_kwargs(args)
-    data = load_data_arg(args) if args.data else None
+    data = load_data_arg(args, model=base) if args.data else None
     if data is None and kwargs.get("epochs"):
         raise ConfigError("--epochs needs --data: the data to train the grafted model on")
     if not head:
@@ -181,7 +208,12 @@ def run_graft(args: argparse.Namespace) -> int:
 
         head = [Dense(data.n_outputs)]
     freeze: Any = True if args.freeze == "reused" else args.freeze
-    model = graft(base, reuse=args.reuse, head=head, freeze=freeze, name=args.name, at=args.at)
+    reuse = "all" if args.base.startswith("keras:") and args.reuse == ":-1" else args.reuse  # the whole base
+    model = graft(base, reuse=reuse, head=head, freeze=freeze, name=args.name, at=args.at)
+    if args.base.startswith("keras:"):  # saved with the model: finetune reads image folders the same way
+        from graftnet.backbones import preprocess_mode
+
+        model.info["preprocess_input"] = preprocess_mode(base)
     print_summary(model)
     metadata: dict[str, Any] = {"graft": {"base": str(args.base), "reuse": args.reuse, "freeze": args.freeze,
                                           "add": list(args.add), "at": args.at}}
@@ -212,7 +244,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         args.data = plan.data
     if not args.data:
         raise ConfigError(f"no data: pass --data NAME|PATH or set data = \"...\" in {args.plan}")
-    data = load_data_arg(args)
+    data = load_data_arg(args, model=model)
     check_model_fits(model, data)
     print_summary(model)
     seed = kwargs.pop("seed", None)
