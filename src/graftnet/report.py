@@ -977,7 +977,7 @@ def comparison_blocks(comparison: Any, images: Sequence[str] = ("gains",),
         info = result.base.get("info", {})
         accuracy = (f", test accuracy {float(info['test_accuracy']) * 100:.2f}% on its own task"
                     if info.get("test_accuracy") is not None else "")
-        hidden = " | ".join("+".join(h) for h in result.base.get("hidden", []))
+        hidden = " | ".join("+".join(h) for h in result.base.get("blocks") or result.base.get("hidden", []))
         items.append(f"{label}: base {result.base.get('name')}{accuracy}; the layers the variants count from the "
                      f"top (a layer with weights and what rides along with it): {hidden}. Study: "
                      f"{result.title or result.task.get('name')}; {_budget_sentence(result)} Time: {_run_time(result)}."

@@ -803,12 +803,27 @@ def load_results(path: str | os.PathLike, *, primary: str | None = None) -> Stud
     old_curve = summary.get("budget_curve") or {}
     sizes = sorted({int(p["budget"]) for points in old_curve.values() for p in points})
     curve = _curve(runs, list(old_curve), sizes, seeds) if old_curve else {}
+    _add_blocks(summary.get("base", {}))
     fields = {f.name for f in dataclasses.fields(StudyResult)}
     kept = {k: v for k, v in summary.items() if k in fields and k not in (
         "variants", "runs", "budget_curve", "best", "primary", "declared", "settings", "out", "seeds", "budget")}
     return StudyResult(**kept, settings=settings, seeds=seeds, budget=budget, variants=summaries, runs=runs,
                        budget_curve=curve, best=_best_transfer(summaries), primary=primary,
                        declared={**declarations[-1], "history": declarations}, out=path.parent)
+
+
+def _add_blocks(base: dict[str, Any]) -> None:
+    """Results written before ``base["blocks"]`` existed: the blocks from the saved base, where it still is."""
+    from graftnet.errors import CheckpointError
+    from graftnet.io.checkpoint import load_model
+
+    folder = Path(str(base.get("path") or ""))
+    if "blocks" in base or not base.get("path") or not (folder / "spec.json").is_file():
+        return
+    try:
+        base["blocks"] = hidden_blocks(load_model(folder))
+    except (CheckpointError, ConfigError, ShapeError, OSError):
+        pass  # the report then names the weighted layers only
 
 
 def _run_key(variant: str, seed: int, budget: int) -> tuple[str, int, int]:
@@ -1115,7 +1130,7 @@ def compare(results: Mapping[str, StudyResult] | Sequence[StudyResult], *, label
         notes.append(f"The studies used different training budgets ({a.training_budget} vs {b.training_budget}).")
     same_draw = (a.task.get("name") == b.task.get("name") and a.task.get("sizes") == b.task.get("sizes")
                  and a.budget == b.budget and all(a.settings.get(k) == b.settings.get(k)
-                                                  for k in ("train_size", "sampling", "valid_size")))
+                                                  for k in ("train_size", "sampling")))  # valid is drawn after
     seeds = [s for s in a.seeds if s in set(b.seeds)]
     if not seeds:
         raise ConfigError(f"the studies have no seed in common ({la}: {a.seeds}, {lb}: {b.seeds}); a paired "
@@ -1692,6 +1707,7 @@ def _cache_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 def _describe_base(base: Network) -> dict[str, Any]:
     return {"name": base.name, "path": base.info.get("path"), "layers": base.layer_names,
             "summary": base.summary(), "hidden": [_weighted(base, b) for b in hidden_blocks(base)],
+            "blocks": hidden_blocks(base),  # each hidden layer with what rides along (BatchNorm, pooling, ...)
             "info": {k: v for k, v in base.info.items() if isinstance(v, (str, int, float, bool, list, dict))}}
 
 
@@ -1921,7 +1937,7 @@ def _backbone_base(table: Mapping[str, Any]) -> Network:
         zoo_name, builder = None, getattr(backbones, name)
     else:
         raise ConfigError(f"[base] backbone = {name!r} is not a backbone; give a builder of graftnet.backbones "
-                          f"({', '.join(builders)}) or a zoo name such as 'keras:vgg16' or 'torchvision:resnet18'"
+                          f"({', '.join(builders)}) or a zoo name such as 'keras:vgg16' or 'torchvision:resnet18'."
                           + did_you_mean(name, builders))
     try:
         net = zoo.load(zoo_name, **options) if zoo_name else builder(**options)
