@@ -598,7 +598,10 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
     env = result.environment
     items = [
         f"Base: {result.base['name']}" + (f" ({result.base['path']})" if result.base.get("path") else "")
-        + f"; hidden layers reused from the bottom: {', '.join('+'.join(h) for h in result.base['hidden'])}.",
+        + f"; hidden layers reused from the bottom: {', '.join('+'.join(h) for h in result.base['hidden'])}"
+        + (f" (as the variants count them from the top, a layer with weights and the layers without weights after "
+           f"it: {' | '.join('+'.join(b) for b in result.base['blocks'])})"
+           if any(len(b) > 1 for b in result.base.get("blocks", [])[1:]) else "") + ".",
         f"Task: {result.task['name']} ({result.task['task']}, classes {', '.join(result.task['classes'] or [])}); "
         f"splits {sizes}; each run draws {result.budget} training examples ({s['sampling']} sampling) per seed"
         + (f" and {s['valid_size']} validation examples" if s.get("valid_size") else "") + ".",
