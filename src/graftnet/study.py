@@ -1745,7 +1745,8 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
     Tables: ``[study]`` (seeds, variants, primary, budget, epochs, max_epochs, head_epochs,
     batch_size, optimizer, head_lr, finetune_lr_mult, early_stopping, budgets, cache, title), ``[task]`` (data, only,
     without, positive, train_size, sampling, valid_size), ``[base]`` (how to train the
-    base when none is given), ``[variants.NAME]`` and ``[reference]``.
+    base when none is given: ``hidden`` or ``layers`` and ``data``, ``backbone``, or ``path``; see
+    :func:`base_from_recipe`), ``[variants.NAME]`` and ``[reference]``.
 
         >>> load_recipe({"study": {"seeds": 3, "epocs": 5}})
         Traceback (most recent call last):
@@ -1808,12 +1809,20 @@ def base_from_recipe(table: Mapping[str, Any], *, cache_dir: str | os.PathLike |
                      progress: Progress | None = None, device: Any = None) -> Network:
     """Train the base a recipe's ``[base]`` table describes, or load it from a previous run.
 
-    The trained model is kept in ``cache_dir/<name>-<hash of the table>`` (default
-    :func:`default_base_dir`), so a changed recipe trains a new base. ``path`` in the
-    table names a saved model to use instead.
+    The network is ``hidden = [...]`` (an MLP: ``activation``, ``init``, ``output_activation``)
+    or ``layers = [...]`` (any layer tables, as in spec.json, ending with the output layer),
+    trained on ``data``. The trained model is kept in ``cache_dir/<name>-<hash of the
+    table>`` (default :func:`default_base_dir`), so a changed recipe trains a new base.
+    ``path`` names a saved model to use instead, ``backbone`` a pretrained network used as
+    it is (a ``graftnet.backbones`` builder or zoo name, with ``weights = FILE`` and the
+    builder's ``options``).
 
         >>> base = base_from_recipe({"data": "fashion:A", "hidden": [100] * 5, "activation": "selu",
         ...                          "init": "lecun_normal", "epochs": 20, "optimizer": {"type": "sgd", "lr": 1e-3}})
+        >>> cnn = base_from_recipe({"data": "fashion:A", "epochs": 3, "layers": [
+        ...     {"type": "conv2d", "filters": 8, "padding": "same"}, {"type": "batchnorm"}, {"type": "maxpool"},
+        ...     {"type": "flatten"}, {"type": "dense", "units": 8, "activation": "softmax"}]})
+        >>> vgg = base_from_recipe({"backbone": "keras:vgg16", "weights": "vgg16.h5"})
     """
     return _base_from_recipe(table, cache_dir=cache_dir, progress=progress, device=device)[0]
 
