@@ -983,7 +983,7 @@ def comparison_blocks(comparison: Any, images: Sequence[str] = ("gains",),
         hidden = " | ".join("+".join(h) for h in result.base.get("blocks") or result.base.get("hidden", []))
         items.append(f"{label}: base {result.base.get('name')}{accuracy}; the layers the variants count from the "
                      f"top (a layer with weights and what rides along with it): {hidden}. Study: "
-                     f"{result.title or result.task.get('name')}; {_budget_sentence(result)} Time: {_run_time(result)}."
+                     f"{result.title or result.task.get('name')}. {_budget_sentence(result)} Time: {_run_time(result)}."
                      + (f" Report: {links[label]}." if links and label in links else ""))
     blocks += [Block("h2", "The two studies"), Block("list", items=items)]
     for label, result in comparison.results.items():
@@ -1004,23 +1004,26 @@ def _comparison_reference(comparison: Any) -> list[Block]:
     labels = reference.get("labels", {})
     la, lb = comparison.labels
     header = ["variant", "published as", "published (%)", "published gain vs published scratch",
-              f"{la}: mean (%)", f"{la}: gain", f"{lb}: mean (%)", f"{lb}: gain"]
+              f"{la}: mean ± sd (%)", f"{la}: gain", f"{lb}: mean ± sd (%)", f"{lb}: gain"]
     rows = []
+    compared = {row.name: row for row in comparison.variants}
+    if comparison.scratch is not None:
+        compared["scratch"] = comparison.scratch
     for name, value in values.items():
         gain = f"{value - values['scratch']:+.2f}" if "scratch" in values and name != "scratch" else "–"
         cells = [name, str(labels.get(name, "")), f"{value:.2f}", gain]
+        row = compared.get(name)
         for label in (la, lb):
-            result = comparison.results[label]
-            try:
-                v = result.summary(name)
-            except ConfigError:
-                cells += ["not run", "–"]
+            if row is None:
+                cells += ["not run in both", "–"]
                 continue
-            cells += [_mean_sd(v.test), "–" if v.difference is None else f"{v.difference.mean:+.2f}"]
+            cells += [_mean_sd(row.accuracy[label]),
+                      f"{row.gains[label].mean:+.2f}" if label in row.gains else "–"]
         rows.append(cells)
     blocks = [Block("h2", "Beside the published figures")]
     if reference.get("source"):
-        blocks.append(Block("p", f"Published (an MLP base; single runs): {reference['source']}."))
+        blocks.append(Block("p", f"Published (an MLP base; single runs): {reference['source']}. Ours: over the "
+                                 f"{len(comparison.seeds)} seeds compared."))
     return blocks + [Block("table", header=header, rows=rows)]
 
 
