@@ -1033,7 +1033,8 @@ class GainComparison:
 
     ``gains[label]``: the variant minus scratch in that study (points; t interval as the
     study reports it), ``gain_ci[label]``: the percentile-bootstrap interval of the same
-    mean, ``p_adjusted[label]``: Holm-adjusted within that study. ``difference``: the
+    mean, ``p_adjusted[label]``: the paired t-test's p Holm-adjusted over that study's
+    comparisons with scratch (as its report has it when every seed is compared). ``difference``: the
     second study's gain minus the first's on the seeds both ran (t interval),
     ``difference_ci`` its bootstrap interval, ``test`` its paired t-test and
     ``difference_p_adjusted`` that p Holm-adjusted over every variant compared.
@@ -1152,6 +1153,12 @@ def compare(results: Mapping[str, StudyResult] | Sequence[StudyResult], *, label
                           + did_you_mean(primary, common))
     scratch_a = {s: x for s, x in _points(a, "scratch").items() if s in seeds}
     scratch_b = {s: x for s, x in _points(b, "scratch").items() if s in seeds}
+    own_holm = {}  # each study's Holm-adjusted p over all its comparisons, on the seeds compared here
+    for label, result, scratch in ((la, a, scratch_a), (lb, b, scratch_b)):
+        names = [v.name for v in result.variants if v.name != "scratch"]
+        tests = [paired_test(differences({s: x for s, x in _points(result, n).items() if s in seeds}, scratch)).p
+                 for n in names]
+        own_holm[label] = dict(zip(names, holm(tests)))
     rows, p_raw = [], []
     for name in common:
         gains, cis, padj, acc, desc = {}, {}, {}, {}, {}
@@ -1161,9 +1168,8 @@ def compare(results: Mapping[str, StudyResult] | Sequence[StudyResult], *, label
             d = dict(zip([s for s in mine if s in scratch], differences(mine, scratch)))
             per_seed[label] = d
             gains[label], cis[label] = summarize(d.values()), bootstrap_interval(d.values())
-            summary = result.summary(name)
-            padj[label], acc[label], desc[label] = summary.p_adjusted, bootstrap_interval(mine.values()), \
-                summary.description
+            padj[label], acc[label] = own_holm[label][name], bootstrap_interval(mine.values())
+            desc[label] = result.summary(name).description
         between = differences(per_seed[lb], per_seed[la])
         test = paired_test(between)
         p_raw.append(test.p)
