@@ -168,8 +168,8 @@ def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: 
         tested = ""
     else:
         significant = p_adjusted < ALPHA
-        tested = (f", Holm-adjusted p = {_fmt_p(p_adjusted)} over {comparisons} comparisons" if comparisons > 1
-                  else f", p = {_fmt_p(p_adjusted)}")
+        tested = (f", Holm-adjusted p {_p_is(p_adjusted)} over {comparisons} comparisons" if comparisons > 1
+                  else f", p {_p_is(p_adjusted)}")
     if significant and mean > 0:
         a, b, m = _fmt_points(low, high, mean).split(",")
         return f"{what} beats {against} by {m} {unit}, {level} [{a}, {b}]{tested}, {n} seeds"
@@ -189,6 +189,11 @@ def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: 
 
 def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_is(p: float) -> str:
+    """``"= 0.012"`` or ``"< 0.001"``: a p-value after its name in a sentence."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 # ======================================================================= variants
@@ -1202,7 +1207,7 @@ def _gain_verdict(row: GainComparison, la: str, lb: str, family: int) -> str:
     gains = (f"{row.name} vs scratch: {gb.mean:+.2f} points with the {lb} base, {ga.mean:+.2f} with the {la} base")
     if d.n < 2 or p is None or ci.low is None:
         return f"{gains}; only {d.n} seed in common, so no test of the difference can be made"
-    tested = f"Holm-adjusted p = {_fmt_p(p)} over {family} variants" if family > 1 else f"p = {_fmt_p(p)}"
+    tested = f"Holm-adjusted p {_p_is(p)} over {family} variants" if family > 1 else f"p {_p_is(p)}"
     interval = f"95% bootstrap CI [{ci.low:+.2f}, {ci.high:+.2f}]"
     if p < ALPHA:
         more = "more" if d.mean > 0 else "less"
