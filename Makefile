@@ -11,6 +11,7 @@
 #   make pretrain-label-study - every pretrained base vs scratch at 100/300/1,000 labels, 10 seeds (CPU-heavy)
 #   make examples - every book companion (examples/book/) at full size; figures in examples/results/book/
 #   make rank-validation - transferability ranking vs 10-seed studies (CPU-heavy; bench/results/)
+#   make study-cnn - the Fashion A->B and MNIST 0-4->5-9 studies with CNN and MLP bases, compared (CPU-heavy)
 #   make clean  - remove build outputs (keeps .venv, runs/ and models/)
 
 SHELL := /bin/bash
@@ -31,7 +32,7 @@ export GRAFTNET_DATA
 endif
 
 .PHONY: venv data demo demo-budgets test bench bench-vgg fuzz clean pretrain-study pretrain-bases pretrain-label-study \
-	examples rank-validation
+	examples rank-validation study-cnn
 
 venv: $(STAMP)
 
@@ -127,6 +128,18 @@ examples: venv data
 RANK_ARGS ?=
 rank-validation: venv data
 	nice -n 10 $(PY) bench/rank_validation.py $(RANK_ARGS)
+
+# The MLP and CNN studies of both book tasks (10 seeds each; resumable), then MLP vs CNN side by side.
+# The MLP Fashion study's model A is the demo's (~/.cache/graftnet/demo); MNIST's label-budget curve is off.
+STUDY_OUT ?= examples/results
+STUDY := nice -n 10 $(VENV)/bin/graftnet study --threads 1 --quiet
+study-cnn: venv data
+	$(STUDY) --recipe examples/recipes/study_fashion_ab.toml --base-cache ~/.cache/graftnet/demo --out $(STUDY_OUT)/study-fashion-ab
+	$(STUDY) --recipe examples/recipes/study_fashion_ab_cnn.toml --out $(STUDY_OUT)/study-fashion-ab-cnn
+	$(STUDY) --compare $(STUDY_OUT)/study-fashion-ab $(STUDY_OUT)/study-fashion-ab-cnn --labels MLP,CNN --out $(STUDY_OUT)/fashion-ab-mlp-vs-cnn
+	$(STUDY) --recipe examples/recipes/study_mnist_0-4_to_5-9.toml --budgets "" --out $(STUDY_OUT)/study-mnist-0-4-to-5-9-mlp
+	$(STUDY) --recipe examples/recipes/study_mnist_0-4_to_5-9_cnn.toml --out $(STUDY_OUT)/study-mnist-0-4-to-5-9-cnn
+	$(STUDY) --compare $(STUDY_OUT)/study-mnist-0-4-to-5-9-mlp $(STUDY_OUT)/study-mnist-0-4-to-5-9-cnn --labels MLP,CNN --out $(STUDY_OUT)/mnist-0-4-to-5-9-mlp-vs-cnn
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .hypothesis

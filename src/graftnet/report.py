@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from graftnet.errors import ConfigError
 from graftnet.study import Interval, StudyResult
 
 __all__ = ["Block", "blocks_for", "book_ranking", "budget_comparison_blocks", "budget_figure", "capped_runs",
-           "differences_figure", "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves",
+           "comparison_blocks", "comparison_figure", "differences_figure", "write_comparison", "learning_curves_figure", "plot_budget", "plot_differences", "plot_learning_curves",
            "plot_variants", "ranking", "render_html", "render_markdown", "still_improving", "variants_figure",
            "write_budget_comparison", "write_report"]
 
@@ -597,7 +598,10 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
     env = result.environment
     items = [
         f"Base: {result.base['name']}" + (f" ({result.base['path']})" if result.base.get("path") else "")
-        + f"; hidden layers reused from the bottom: {', '.join('+'.join(h) for h in result.base['hidden'])}.",
+        + f"; hidden layers reused from the bottom: {', '.join('+'.join(h) for h in result.base['hidden'])}"
+        + (f" (as the variants count them from the top, a layer with weights and the layers without weights after "
+           f"it: {' | '.join('+'.join(b) for b in result.base['blocks'])})"
+           if any(len(b) > 1 for b in result.base.get("blocks", [])[1:]) else "") + ".",
         f"Task: {result.task['name']} ({result.task['task']}, classes {', '.join(result.task['classes'] or [])}); "
         f"splits {sizes}; each run draws {result.budget} training examples ({s['sampling']} sampling) per seed"
         + (f" and {s['valid_size']} validation examples" if s.get("valid_size") else "") + ".",
@@ -836,3 +840,211 @@ def write_budget_comparison(results: dict[str, StudyResult], out: str | Path) ->
     atomic_write_text(folder / "budgets.md", render_markdown(blocks))
     atomic_write_text(folder / "budgets.html", render_html(blocks, {}, title=blocks[0].text))
     return {"markdown": folder / "budgets.md", "html": folder / "budgets.html"}
+
+
+# ======================================================================= two studies side by side
+FIRST_COLOR = "#7570b3"   # the first (reference) study of a comparison, e.g. the MLP base
+SECOND_COLOR = "#e7298a"  # the second, e.g. the CNN base
+
+
+def comparison_figure(comparison: Any) -> Any:
+    """Left: each variant's gain over scratch in both studies (mean and 95% bootstrap CI,
+    filled when Holm-significant in its study). Right: the second study's gain minus the
+    first's, paired by seed, coloured by the Holm-adjusted test across variants."""
+    la, lb = comparison.labels
+    rows = comparison.variants
+    fig = _figure(10.0, 0.6 * max(len(rows), 1) + 2.8)
+    left, right = fig.subplots(1, 2, sharey=True)
+    for row_index, row in enumerate(rows):
+        y = len(rows) - 1 - row_index
+        for label, color, dy in ((la, FIRST_COLOR, 0.14), (lb, SECOND_COLOR, -0.14)):
+            ci, p = row.gain_ci[label], row.p_adjusted[label]
+            filled = p is not None and p < 0.05
+            if ci.low is not None:
+                left.errorbar(ci.mean, y + dy, xerr=[[ci.mean - ci.low], [ci.high - ci.mean]], fmt="o", color=color,
+                              mfc=color if filled else "white", capsize=3, markersize=6, lw=1.8)
+            else:
+                left.plot(ci.mean, y + dy, "o", color=color, mfc=color if filled else "white", markersize=6)
+        d = row.difference_ci
+        p = row.difference_p_adjusted
+        color = NEUTRAL_COLOR if p is None or p >= 0.05 else (BETTER_COLOR if d.mean > 0 else WORSE_COLOR)
+        marker = "D" if row.primary else "o"
+        if d.low is not None:
+            right.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt=marker, color=color, capsize=4,
+                           markersize=7, lw=2)
+        else:
+            right.plot(d.mean, y, marker, color=color, markersize=7)
+    for ax in (left, right):
+        ax.axvline(0, color=SCRATCH_COLOR if ax is left else NEUTRAL_COLOR, lw=1.3, ls="--")
+        ax.grid(axis="x", alpha=0.3)
+    left.set_yticks(range(len(rows)), [r.name + (" (primary)" if r.primary else "") for r in reversed(rows)])
+    for label, row in zip(left.get_yticklabels(), reversed(rows)):
+        if row.primary:
+            label.set_fontweight("bold")
+    left.set_xlabel("gain over scratch on the same seeds (points)")
+    right.set_xlabel(f"gain with {lb} minus gain with {la} (points)")
+    n = len(comparison.seeds)
+    left.set_title(f"Gain over scratch: mean and 95% bootstrap CI, {n} seeds", fontsize=10)
+    right.set_title(f"Does reuse help more with {lb}? Paired by seed,\ncolour: paired t-test, Holm-adjusted over "
+                    f"{len(rows)} variants", fontsize=10)
+    handles = [left.plot([], [], "o", color=FIRST_COLOR)[0], left.plot([], [], "o", color=SECOND_COLOR)[0],
+               left.plot([], [], "o", color=NEUTRAL_COLOR, mfc="white")[0],
+               left.plot([], [], color=SCRATCH_COLOR, lw=1.3, ls="--")[0],
+               right.plot([], [], "o", color=BETTER_COLOR)[0], right.plot([], [], "o", color=WORSE_COLOR)[0],
+               right.plot([], [], "o", color=NEUTRAL_COLOR)[0],
+               right.plot([], [], color=NEUTRAL_COLOR, lw=1.3, ls="--")[0]]
+    labels = [f"{la} base: gain over scratch", f"{lb} base: gain over scratch",
+              "hollow: no evidence vs scratch in that study (Holm p ≥ 0.05); filled: Holm p < 0.05",
+              "scratch (no gain)", f"reuse helps more with {lb} (Holm p < 0.05)",
+              f"reuse helps more with {la} (Holm p < 0.05)", "no evidence of a difference in gain",
+              "the same gain with both bases"]
+    if any(r.primary for r in rows):
+        handles.append(right.plot([], [], "D", color=NEUTRAL_COLOR)[0])
+        labels.append("primary comparison (declared before the runs)")
+    fig.legend(handles, labels, fontsize=7.5, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def _gain_cell(ci: Interval, t: Interval) -> str:
+    if ci.low is None:
+        return f"{ci.mean:+.2f} (no CI)"
+    return f"{ci.mean:+.2f} [{ci.low:+.2f}, {ci.high:+.2f}]"
+
+
+def _run_time(result: StudyResult) -> str:
+    run_seconds = sum(r["seconds"] for r in result.runs)
+    loads = [r["load_average"] for r in result.runs if r.get("load_average") is not None]
+    text = (f"{_seconds(run_seconds)} summed over {len(result.runs)} runs, {_seconds(result.wall_seconds)} wall time "
+            f"for the last invocation" + (f" ({result.resumed_runs} runs read back)" if result.resumed_runs else ""))
+    if loads:
+        text += f", 1-minute load average {np.mean(loads):.1f} on average (range {min(loads):.1f}–{max(loads):.1f})"
+    return text
+
+
+def comparison_blocks(comparison: Any, images: Sequence[str] = ("gains",),
+                      links: dict[str, str] | None = None) -> list[Block]:
+    """The content of a comparison report (:func:`graftnet.study.compare`)."""
+    la, lb = comparison.labels
+    a, b = comparison.results[la], comparison.results[lb]
+    n = len(comparison.seeds)
+    title = f"{la} vs {lb} base: does reuse help more with the {lb}? ({a.task.get('name')}, {n} seeds)"
+    blocks = [Block("h1", title)]
+    if comparison.primary:
+        blocks.append(Block("verdict", f"Primary comparison, {comparison.primary}: "
+                                       + comparison.headline()))
+    pairing = ("the same seed draws the same training examples in both studies (same task, size and sampling), "
+               "so the per-seed gains are paired" if comparison.paired_draws else
+               "the studies' tasks or sampling differ, so seeds pair runs by index only")
+    blocks.append(Block("p", (
+        f"Each study trained the same variants on the same target task over the same seeds ({_seed_list(comparison.seeds)}); "
+        f"only the base differs. A variant's gain is its test accuracy minus scratch's on the same seed (percentage "
+        f"points), as each study's own report compares them; here with a 95% percentile-bootstrap interval of the "
+        f"mean gain and the study's own Holm-adjusted p (over its {_family(a)} and {_family(b)} comparisons with "
+        f"scratch). The difference of the gains ({lb} minus {la}) is taken per seed ({pairing}), with a 95% "
+        f"percentile-bootstrap interval, the Student-t interval, and a paired t-test whose p-value is Holm-adjusted "
+        f"over the {len(comparison.variants)} variants compared. Positive: reuse helps more with the {lb} base.")))
+    blocks += [Block("p", note) for note in comparison.notes]
+    header = ["variant", f"{la}: test acc. % (mean ± sd)", f"{la}: gain vs scratch [95% bootstrap CI]",
+              f"{la}: Holm p", f"{lb}: test acc. % (mean ± sd)", f"{lb}: gain vs scratch [95% bootstrap CI]",
+              f"{lb}: Holm p", f"{lb} − {la} gain [95% bootstrap CI]", "95% t interval", "p (paired t)",
+              "Holm-adjusted p", "reuse helps more with"]
+    rows = []
+    s = comparison.scratch
+    if s is not None:
+        rows.append(["scratch", _mean_sd(s.accuracy[la]), "reference", "–", _mean_sd(s.accuracy[lb]), "reference", "–",
+                     f"accuracy {_gain_cell(s.difference_ci, s.difference)}", _ci(s.difference, signed=True),
+                     "–" if s.test.get("p") is None else _p(s.test["p"]), "(not in the family)", "–"])
+    for row in comparison.variants:
+        p = row.difference_p_adjusted
+        more = "–" if p is None else (lb if row.difference.mean > 0 else la) if p < 0.05 else "no evidence"
+        rows.append([row.name + (" (primary)" if row.primary else ""),
+                     _mean_sd(row.accuracy[la]), _gain_cell(row.gain_ci[la], row.gains[la]),
+                     "–" if row.p_adjusted[la] is None else _p(row.p_adjusted[la]),
+                     _mean_sd(row.accuracy[lb]), _gain_cell(row.gain_ci[lb], row.gains[lb]),
+                     "–" if row.p_adjusted[lb] is None else _p(row.p_adjusted[lb]),
+                     _gain_cell(row.difference_ci, row.difference), _ci(row.difference, signed=True),
+                     "–" if row.test.get("p") is None else _p(row.test["p"]), "–" if p is None else _p(p), more])
+    blocks += [Block("h2", "Gain over scratch, variant by variant"), Block("table", header=header, rows=rows)]
+    if s is not None:
+        blocks.append(Block("p", f"The scratch row compares the two architectures trained from scratch: "
+                                 f"{lb} minus {la} test accuracy on the same seeds (a plain paired t-test, not part "
+                                 f"of the Holm family, which holds the gains)."))
+    if "gains" in images:
+        blocks.append(Block("image", "Gain over scratch with each base, and the difference of the gains",
+                            image="gains"))
+    blocks += [Block("h2", "Verdicts"), Block("list", items=[
+        ("Primary: " if row.primary else "") + _capital(row.verdict) + "." for row in comparison.variants])]
+    blocks += _comparison_reference(comparison)
+    items = []
+    for label, result in comparison.results.items():
+        info = result.base.get("info", {})
+        accuracy = (f", test accuracy {float(info['test_accuracy']) * 100:.2f}% on its own task"
+                    if info.get("test_accuracy") is not None else "")
+        hidden = " | ".join("+".join(h) for h in result.base.get("blocks") or result.base.get("hidden", []))
+        items.append(f"{label}: base {result.base.get('name')}{accuracy}; the layers the variants count from the "
+                     f"top (a layer with weights and what rides along with it): {hidden}. Study: "
+                     f"{result.title or result.task.get('name')}. {_budget_sentence(result)} Time: {_run_time(result)}."
+                     + (f" Report: {links[label]}." if links and label in links else ""))
+    blocks += [Block("h2", "The two studies"), Block("list", items=items)]
+    for label, result in comparison.results.items():
+        blocks += [Block("p", f"{label} base:"), Block("code", result.base.get("summary", ""))]
+    return blocks
+
+
+def _family(result: StudyResult) -> int:
+    return sum(1 for v in result.variants if v.p_adjusted is not None)
+
+
+def _comparison_reference(comparison: Any) -> list[Block]:
+    """The published single runs (from either study's [reference]) beside both studies' means and gains."""
+    reference = next((r.reference for r in comparison.results.values() if (r.reference or {}).get("values")), None)
+    if not reference:
+        return []
+    values = {k: float(v) for k, v in reference["values"].items()}
+    labels = reference.get("labels", {})
+    la, lb = comparison.labels
+    header = ["variant", "published as", "published (%)", "published gain vs published scratch",
+              f"{la}: mean ± sd (%)", f"{la}: gain", f"{lb}: mean ± sd (%)", f"{lb}: gain"]
+    rows = []
+    compared = {row.name: row for row in comparison.variants}
+    if comparison.scratch is not None:
+        compared["scratch"] = comparison.scratch
+    for name, value in values.items():
+        gain = f"{value - values['scratch']:+.2f}" if "scratch" in values and name != "scratch" else "–"
+        cells = [name, str(labels.get(name, "")), f"{value:.2f}", gain]
+        row = compared.get(name)
+        for label in (la, lb):
+            if row is None:
+                cells += ["not run in both", "–"]
+                continue
+            cells += [_mean_sd(row.accuracy[label]),
+                      f"{row.gains[label].mean:+.2f}" if label in row.gains else "–"]
+        rows.append(cells)
+    blocks = [Block("h2", "Beside the published figures")]
+    if reference.get("source"):
+        blocks.append(Block("p", f"Published (an MLP base; single runs): {reference['source']}. Ours: over the "
+                                 f"{len(comparison.seeds)} seeds compared."))
+    return blocks + [Block("table", header=header, rows=rows)]
+
+
+def write_comparison(comparison: Any, out: str | Path) -> dict[str, Path]:
+    """Write ``comparison.md``, ``comparison.html`` and ``gains.png`` into ``out``."""
+    from graftnet.io.checkpoint import atomic_write_bytes, atomic_write_text
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {"gains": _png(comparison_figure(comparison))}
+    links = {}
+    for label, result in comparison.results.items():
+        if result.out is not None:
+            target = Path(result.out).resolve() / "report.md"
+            try:
+                links[label] = str(Path(os.path.relpath(target, folder.resolve())))
+            except ValueError:  # another drive
+                links[label] = str(target)
+    blocks = comparison_blocks(comparison, list(images), links)
+    paths = {"gains": folder / "gains.png", "markdown": folder / "comparison.md", "html": folder / "comparison.html"}
+    atomic_write_bytes(paths["gains"], images["gains"])
+    atomic_write_text(paths["markdown"], render_markdown(blocks))
+    atomic_write_text(paths["html"], render_html(blocks, images, title=blocks[0].text))
+    return paths

@@ -95,7 +95,10 @@ __all__ = [
     "paired_difference",
     "parse_variant",
     "BUDGETS",
+    "GainComparison",
+    "StudyComparison",
     "choose_primary",
+    "compare",
     "load_results",
     "plan_epochs",
     "read_results_file",
@@ -165,8 +168,8 @@ def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: 
         tested = ""
     else:
         significant = p_adjusted < ALPHA
-        tested = (f", Holm-adjusted p = {_fmt_p(p_adjusted)} over {comparisons} comparisons" if comparisons > 1
-                  else f", p = {_fmt_p(p_adjusted)}")
+        tested = (f", Holm-adjusted p {_p_is(p_adjusted)} over {comparisons} comparisons" if comparisons > 1
+                  else f", p {_p_is(p_adjusted)}")
     if significant and mean > 0:
         a, b, m = _fmt_points(low, high, mean).split(",")
         return f"{what} beats {against} by {m} {unit}, {level} [{a}, {b}]{tested}, {n} seeds"
@@ -186,6 +189,11 @@ def verdict(what: str, difference: Interval, *, against: str = "scratch", unit: 
 
 def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_is(p: float) -> str:
+    """``"= 0.012"`` or ``"< 0.001"``: a p-value after its name in a sentence."""
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 # ======================================================================= variants
@@ -800,12 +808,27 @@ def load_results(path: str | os.PathLike, *, primary: str | None = None) -> Stud
     old_curve = summary.get("budget_curve") or {}
     sizes = sorted({int(p["budget"]) for points in old_curve.values() for p in points})
     curve = _curve(runs, list(old_curve), sizes, seeds) if old_curve else {}
+    _add_blocks(summary.get("base", {}))
     fields = {f.name for f in dataclasses.fields(StudyResult)}
     kept = {k: v for k, v in summary.items() if k in fields and k not in (
         "variants", "runs", "budget_curve", "best", "primary", "declared", "settings", "out", "seeds", "budget")}
     return StudyResult(**kept, settings=settings, seeds=seeds, budget=budget, variants=summaries, runs=runs,
                        budget_curve=curve, best=_best_transfer(summaries), primary=primary,
                        declared={**declarations[-1], "history": declarations}, out=path.parent)
+
+
+def _add_blocks(base: dict[str, Any]) -> None:
+    """Results written before ``base["blocks"]`` existed: the blocks from the saved base, where it still is."""
+    from graftnet.errors import CheckpointError
+    from graftnet.io.checkpoint import load_model
+
+    folder = Path(str(base.get("path") or ""))
+    if "blocks" in base or not base.get("path") or not (folder / "spec.json").is_file():
+        return
+    try:
+        base["blocks"] = hidden_blocks(load_model(folder))
+    except (CheckpointError, ConfigError, ShapeError, OSError):
+        pass  # the report then names the weighted layers only
 
 
 def _run_key(variant: str, seed: int, budget: int) -> tuple[str, int, int]:
@@ -1005,6 +1028,193 @@ def _curve(runs: list[dict[str, Any]], names: Sequence[str], budgets: Sequence[i
             points.append({"budget": int(budget), **bootstrap_interval(values).to_dict()})
         curve[name] = points
     return curve
+
+
+# ======================================================================= two studies side by side
+@dataclass
+class GainComparison:
+    """One variant's gain over scratch in two studies (e.g. an MLP base and a CNN base) and
+    the difference of the gains, all paired by seed.
+
+    ``gains[label]``: the variant minus scratch in that study (points; t interval as the
+    study reports it), ``gain_ci[label]``: the percentile-bootstrap interval of the same
+    mean, ``p_adjusted[label]``: the paired t-test's p Holm-adjusted over that study's
+    comparisons with scratch (as its report has it when every seed is compared). ``difference``: the
+    second study's gain minus the first's on the seeds both ran (t interval),
+    ``difference_ci`` its bootstrap interval, ``test`` its paired t-test and
+    ``difference_p_adjusted`` that p Holm-adjusted over every variant compared.
+    """
+
+    name: str
+    descriptions: dict[str, str]
+    accuracy: dict[str, Interval]
+    gains: dict[str, Interval]
+    gain_ci: dict[str, Interval]
+    p_adjusted: dict[str, float | None]
+    difference: Interval
+    difference_ci: Interval
+    test: dict[str, Any]
+    difference_p_adjusted: float | None = None
+    primary: bool = False
+    verdict: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StudyComparison:
+    """Two studies of the same task, seeds and variants with different bases, compared
+    variant by variant (:func:`compare`). ``headline()`` is the primary comparison's verdict."""
+
+    labels: list[str]
+    results: dict[str, StudyResult]
+    variants: list[GainComparison]
+    scratch: GainComparison | None
+    seeds: list[int]
+    primary: str | None
+    paired_draws: bool
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, name: str) -> GainComparison:
+        for item in self.variants:
+            if item.name == name:
+                return item
+        raise ConfigError(f"no variant {name!r} in both studies; compared: {', '.join(v.name for v in self.variants)}"
+                          + did_you_mean(name, [v.name for v in self.variants]))
+
+    def headline(self) -> str:
+        if self.primary is None:
+            return "no transfer variant was run in both studies, so there is nothing to compare"
+        return self.summary(self.primary).verdict
+
+
+def _points(result: StudyResult, name: str) -> dict[int, float]:
+    return {r["seed"]: r["test"]["accuracy"] * 100 for r in result.runs
+            if r["variant"] == name and r["budget"] == result.budget and r["seed"] in result.seeds}
+
+
+def compare(results: Mapping[str, StudyResult] | Sequence[StudyResult], *, labels: Sequence[str] | None = None,
+            primary: str | None = None) -> StudyComparison:
+    """Does reuse help more with the second study's base than with the first's?
+
+    ``results``: two studies (``{"MLP": a, "CNN": b}``, or a list with ``labels``) of the
+    same target task over the same seeds. For every transfer variant both ran, the gain
+    over scratch in each study (paired by seed, as each study reports it, with a bootstrap
+    interval beside the t interval) and the difference of the two gains, paired by seed
+    (the same seed draws the same training examples in both studies when their tasks and
+    sampling agree: ``paired_draws``), tested with a paired t-test whose p is Holm-adjusted
+    over every variant compared. ``primary``: the variant whose verdict is the headline
+    (default: the studies' primary when they agree, else the first's).
+
+        >>> c = compare({"MLP": load_results("runs/ab"), "CNN": load_results("runs/ab-cnn")})  # doctest: +SKIP
+        >>> print(c.headline())                                                              # doctest: +SKIP
+    """
+    from graftnet.stats import differences, holm, paired_test
+
+    if isinstance(results, Mapping):
+        pairs = list(results.items())
+        if labels is not None:
+            raise ConfigError("labels are the keys of the results mapping; pass a list of results to give labels")
+    else:
+        items = list(results)
+        names = list(labels) if labels is not None else [r.base.get("name", f"study {i + 1}") for i, r in
+                                                         enumerate(items)]
+        if len(names) != len(items):
+            raise ConfigError(f"{len(items)} studies but {len(names)} labels ({', '.join(names)})")
+        pairs = list(zip(names, items))
+    if len(pairs) != 2:
+        raise ConfigError(f"compare takes two studies (the first is the reference), got {len(pairs)}")
+    (la, a), (lb, b) = pairs
+    if la == lb:
+        raise ConfigError(f"the two studies have the same label {la!r}; give labels, e.g. ['MLP', 'CNN']")
+    notes = []
+    if a.task.get("name") != b.task.get("name") or a.budget != b.budget:
+        notes.append(f"The studies differ in their target task or size ({a.task.get('name')}, {a.budget} examples vs "
+                     f"{b.task.get('name')}, {b.budget}); their gains are compared all the same.")
+    if a.training_budget != b.training_budget:
+        notes.append(f"The studies used different training budgets ({a.training_budget} vs {b.training_budget}).")
+    same_draw = (a.task.get("name") == b.task.get("name") and a.task.get("sizes") == b.task.get("sizes")
+                 and a.budget == b.budget and all(a.settings.get(k) == b.settings.get(k)
+                                                  for k in ("train_size", "sampling")))  # valid is drawn after
+    seeds = [s for s in a.seeds if s in set(b.seeds)]
+    if not seeds:
+        raise ConfigError(f"the studies have no seed in common ({la}: {a.seeds}, {lb}: {b.seeds}); a paired "
+                          f"comparison needs the same seeds")
+    if len(seeds) < max(len(a.seeds), len(b.seeds)):
+        notes.append(f"Only the {len(seeds)} seeds both studies ran are compared ({_seed_text(seeds)}).")
+    names_b = {v.name for v in b.variants}
+    common = [v.name for v in a.variants if v.name in names_b and v.name != "scratch"]
+    if "scratch" not in {v.name for v in a.variants} or "scratch" not in names_b:
+        raise ConfigError("both studies need scratch runs: the gain of a variant is its difference to scratch")
+    skipped = sorted(({v.name for v in a.variants} ^ names_b) - {"scratch"})
+    if skipped:
+        notes.append(f"Variants run in one study only are left out: {', '.join(skipped)}.")
+    if primary is None:
+        primary = a.primary if a.primary == b.primary or b.primary not in common else b.primary
+        primary = primary if primary in common else (common[0] if common else None)
+    elif primary not in common:
+        raise ConfigError(f"primary = {primary!r} was not run in both studies; compared: {', '.join(common)}"
+                          + did_you_mean(primary, common))
+    scratch_a = {s: x for s, x in _points(a, "scratch").items() if s in seeds}
+    scratch_b = {s: x for s, x in _points(b, "scratch").items() if s in seeds}
+    own_holm = {}  # each study's Holm-adjusted p over all its comparisons, on the seeds compared here
+    for label, result, scratch in ((la, a, scratch_a), (lb, b, scratch_b)):
+        names = [v.name for v in result.variants if v.name != "scratch"]
+        tests = [paired_test(differences({s: x for s, x in _points(result, n).items() if s in seeds}, scratch)).p
+                 for n in names]
+        own_holm[label] = dict(zip(names, holm(tests)))
+    rows, p_raw = [], []
+    for name in common:
+        gains, cis, padj, acc, desc = {}, {}, {}, {}, {}
+        per_seed = {}
+        for label, result, scratch in ((la, a, scratch_a), (lb, b, scratch_b)):
+            mine = {s: x for s, x in _points(result, name).items() if s in seeds}
+            d = dict(zip([s for s in mine if s in scratch], differences(mine, scratch)))
+            per_seed[label] = d
+            gains[label], cis[label] = summarize(d.values()), bootstrap_interval(d.values())
+            padj[label], acc[label] = own_holm[label][name], bootstrap_interval(mine.values())
+            desc[label] = result.summary(name).description
+        between = differences(per_seed[lb], per_seed[la])
+        test = paired_test(between)
+        p_raw.append(test.p)
+        rows.append(GainComparison(name=name, descriptions=desc, accuracy=acc, gains=gains, gain_ci=cis,
+                                   p_adjusted=padj, difference=summarize(between),
+                                   difference_ci=bootstrap_interval(between), test=test.to_dict(),
+                                   primary=name == primary))
+    for row, p in zip(rows, holm(p_raw)):
+        row.difference_p_adjusted = p
+        row.verdict = _gain_verdict(row, la, lb, len(rows))
+    between = differences(scratch_b, scratch_a)
+    test = paired_test(between)
+    scratch_row = GainComparison(
+        name="scratch", descriptions={la: a.summary("scratch").description, lb: b.summary("scratch").description},
+        accuracy={la: bootstrap_interval(scratch_a.values()), lb: bootstrap_interval(scratch_b.values())},
+        gains={}, gain_ci={}, p_adjusted={}, difference=summarize(between), difference_ci=bootstrap_interval(between),
+        test=test.to_dict(), difference_p_adjusted=test.p)
+    return StudyComparison(labels=[la, lb], results={la: a, lb: b}, variants=rows, scratch=scratch_row, seeds=seeds,
+                           primary=primary, paired_draws=same_draw, notes=notes)
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def _gain_verdict(row: GainComparison, la: str, lb: str, family: int) -> str:
+    """Plain words on whether ``row.name`` gains more over scratch with ``lb`` than with ``la``."""
+    ga, gb = row.gains[la], row.gains[lb]
+    d, ci, p = row.difference, row.difference_ci, row.difference_p_adjusted
+    gains = (f"{row.name} vs scratch: {gb.mean:+.2f} points with the {lb} base, {ga.mean:+.2f} with the {la} base")
+    if d.n < 2 or p is None or ci.low is None:
+        return f"{gains}; only {d.n} seed in common, so no test of the difference can be made"
+    tested = f"Holm-adjusted p {_p_is(p)} over {family} variants" if family > 1 else f"p {_p_is(p)}"
+    interval = f"95% bootstrap CI [{ci.low:+.2f}, {ci.high:+.2f}]"
+    if p < ALPHA:
+        more = "more" if d.mean > 0 else "less"
+        return (f"{gains}: reuse helps {more} with the {lb} base than with the {la} base, by {abs(d.mean):.2f} "
+                f"points ({interval}, {tested}, {d.n} seeds)")
+    return (f"{gains}: no evidence that reuse helps more with one base than the other (difference {d.mean:+.2f} "
+            f"points, {interval}, {tested}, {d.n} seeds)")
 
 
 # ======================================================================= run()
@@ -1508,6 +1718,7 @@ def _cache_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 def _describe_base(base: Network) -> dict[str, Any]:
     return {"name": base.name, "path": base.info.get("path"), "layers": base.layer_names,
             "summary": base.summary(), "hidden": [_weighted(base, b) for b in hidden_blocks(base)],
+            "blocks": hidden_blocks(base),  # each hidden layer with what rides along (BatchNorm, pooling, ...)
             "info": {k: v for k, v in base.info.items() if isinstance(v, (str, int, float, bool, list, dict))}}
 
 
@@ -1522,8 +1733,10 @@ def _describe_task(task: Dataset) -> dict[str, Any]:
 _STUDY_KEYS = {"seeds", "variants", "epochs", "head_epochs", "batch_size", "optimizer", "head_lr", "finetune_lr_mult",
                "early_stopping", "budgets", "cache", "title", "primary", "budget", "max_epochs"}
 _TASK_KEYS = {"data", "only", "without", "positive", "train_size", "sampling", "valid_size"}
-_BASE_KEYS = {"data", "hidden", "activation", "init", "output_activation", "epochs", "batch_size", "optimizer",
-              "early_stopping", "seed", "name", "path"}
+_BASE_KEYS = {"data", "hidden", "layers", "activation", "init", "output_activation", "epochs", "batch_size",
+              "optimizer", "early_stopping", "seed", "name", "path", "backbone", "weights", "options"}
+_MLP_BASE_KEYS = ("hidden", "activation", "init", "output_activation")  # the MLP shorthand's keys
+_TRAIN_BASE_KEYS = ("data", "epochs", "batch_size", "optimizer", "early_stopping", "seed")
 _REFERENCE_KEYS = {"source", "note", "values", "labels", "single_runs"}
 _TOP_KEYS = {"study", "task", "base", "variants", "reference"}
 
@@ -1543,7 +1756,8 @@ def load_recipe(recipe: str | os.PathLike | Mapping[str, Any]) -> dict[str, Any]
     Tables: ``[study]`` (seeds, variants, primary, budget, epochs, max_epochs, head_epochs,
     batch_size, optimizer, head_lr, finetune_lr_mult, early_stopping, budgets, cache, title), ``[task]`` (data, only,
     without, positive, train_size, sampling, valid_size), ``[base]`` (how to train the
-    base when none is given), ``[variants.NAME]`` and ``[reference]``.
+    base when none is given: ``hidden`` or ``layers`` and ``data``, ``backbone``, or ``path``; see
+    :func:`base_from_recipe`), ``[variants.NAME]`` and ``[reference]``.
 
         >>> load_recipe({"study": {"seeds": 3, "epocs": 5}})
         Traceback (most recent call last):
@@ -1606,12 +1820,20 @@ def base_from_recipe(table: Mapping[str, Any], *, cache_dir: str | os.PathLike |
                      progress: Progress | None = None, device: Any = None) -> Network:
     """Train the base a recipe's ``[base]`` table describes, or load it from a previous run.
 
-    The trained model is kept in ``cache_dir/<name>-<hash of the table>`` (default
-    :func:`default_base_dir`), so a changed recipe trains a new base. ``path`` in the
-    table names a saved model to use instead.
+    The network is ``hidden = [...]`` (an MLP: ``activation``, ``init``, ``output_activation``)
+    or ``layers = [...]`` (any layer tables, as in spec.json, ending with the output layer),
+    trained on ``data``. The trained model is kept in ``cache_dir/<name>-<hash of the
+    table>`` (default :func:`default_base_dir`), so a changed recipe trains a new base.
+    ``path`` names a saved model to use instead, ``backbone`` a pretrained network used as
+    it is (a ``graftnet.backbones`` builder or zoo name, with ``weights = FILE`` and the
+    builder's ``options``).
 
         >>> base = base_from_recipe({"data": "fashion:A", "hidden": [100] * 5, "activation": "selu",
         ...                          "init": "lecun_normal", "epochs": 20, "optimizer": {"type": "sgd", "lr": 1e-3}})
+        >>> cnn = base_from_recipe({"data": "fashion:A", "epochs": 3, "layers": [
+        ...     {"type": "conv2d", "filters": 8, "padding": "same"}, {"type": "batchnorm"}, {"type": "maxpool"},
+        ...     {"type": "flatten"}, {"type": "dense", "units": 8, "activation": "softmax"}]})
+        >>> vgg = base_from_recipe({"backbone": "keras:vgg16", "weights": "vgg16.h5"})
     """
     return _base_from_recipe(table, cache_dir=cache_dir, progress=progress, device=device)[0]
 
@@ -1625,11 +1847,24 @@ def _base_from_recipe(table: Mapping[str, Any], *, cache_dir: str | os.PathLike 
 
     _check_keys(table, _BASE_KEYS, "[base]")
     say = _say(progress)
+    kinds = [k for k in ("path", "backbone", "hidden", "layers") if k in table]
+    if len(kinds) > 1:
+        raise ConfigError(f"[base] has {' and '.join(kinds)}; give one of path (a saved model folder), backbone "
+                          f"(a pretrained network and its weights), hidden (an MLP) or layers (any layer list)")
     if "path" in table:
         return load_model(Path(str(table["path"])).expanduser()), False
-    if "data" not in table or "hidden" not in table:
-        raise ConfigError("[base] needs data (the base task, e.g. \"fashion:A\") and hidden (e.g. [100, 100]), "
-                          "or path = a saved model folder")
+    if "backbone" in table:
+        return _backbone_base(table), False
+    if "data" not in table or not kinds:
+        raise ConfigError("[base] needs data (the base task, e.g. \"fashion:A\") and hidden (an MLP, e.g. "
+                          "[100, 100]) or layers (a list of layer tables, e.g. [{type = \"conv2d\", filters = 16}, "
+                          "...]), or path = a saved model folder, or backbone = a pretrained network")
+    if "layers" in table:
+        mixed = [k for k in _MLP_BASE_KEYS if k in table]
+        if mixed:
+            raise ConfigError(f"[base] has both layers and MLP settings ({', '.join(mixed)}); with layers, each "
+                              f"layer table says its own activation and init")
+        layer_specs = _layers_from_table(table["layers"])
     name = str(table.get("name", "base"))
     folder = Path(cache_dir or default_base_dir()).expanduser() / f"{name}-{_hash(dict(table))}"
     if (folder / "spec.json").is_file():
@@ -1638,9 +1873,13 @@ def _base_from_recipe(table: Mapping[str, Any], *, cache_dir: str | os.PathLike 
     data = load(str(table["data"]))
     seed = int(table.get("seed", 42))
     torch.manual_seed(seed)
-    model = Network.mlp(data.input_shape, [int(h) for h in table["hidden"]], data.n_outputs,
-                        activation=str(table.get("activation", "relu")), init=table.get("init"),
-                        output_activation=table.get("output_activation"), name=name)
+    if "layers" in table:
+        _check_output_layer(layer_specs, data)
+        model = Network(layer_specs, data.input_shape, name=name)
+    else:
+        model = Network.mlp(data.input_shape, [int(h) for h in table["hidden"]], data.n_outputs,
+                            activation=str(table.get("activation", "relu")), init=table.get("init"),
+                            output_activation=table.get("output_activation"), name=name)
     patience = table.get("early_stopping")
     stopper = EarlyStopping(monitor="val_loss", patience=int(patience), restore_best=True) if patience else None
     say(f"base: training {name} on {data.name} ({len(data.train)} examples, {table.get('epochs', 20)} epochs max); "
@@ -1659,6 +1898,77 @@ def _base_from_recipe(table: Mapping[str, Any], *, cache_dir: str | os.PathLike 
                 "train_seconds": round(seconds, 2), "stop_reason": history.stop_reason}
     save_model(model, folder, metadata=metadata)
     return load_model(folder), True
+
+
+def _layers_from_table(layers: Any) -> list[Any]:
+    """The layer specs of ``[base] layers`` (the layer tables of spec.json and ``[model] layers``)."""
+    from graftnet.layers import LAYER_TYPES, layer_from_dict
+
+    if not isinstance(layers, list) or not layers or not all(isinstance(d, Mapping) for d in layers):
+        raise ConfigError(f"[base] layers must be a non-empty list of layer tables such as "
+                          f"{{type = \"conv2d\", filters = 16}} (types: {', '.join(LAYER_TYPES)}), got {layers!r}")
+    specs = []
+    for i, d in enumerate(layers):
+        d = dict(d)
+        if isinstance(d.get("type"), str) and d["type"] not in LAYER_TYPES and d["type"].lower() in LAYER_TYPES:
+            d["type"] = d["type"].lower()  # "Conv2D" is conv2d; the error below lists the names for others
+        specs.append(layer_from_dict(d, where=f"[base] layers[{i}]"))
+    return specs
+
+
+def _check_output_layer(specs: Sequence[Any], data: Dataset) -> None:
+    last = specs[-1]
+    if last.type != "dense" or last.units != data.n_outputs:
+        what = f"a {last.type}" + (f" of {last.units} units" if last.type == "dense" else "")
+        raise ConfigError(f"[base] layers must end with the output layer of {data.name!r}, a dense layer of "
+                          f"{data.n_outputs} units (e.g. {{type = \"dense\", units = {data.n_outputs}, activation = "
+                          f"\"softmax\", name = \"outputs\"}}); the last layer given is {what}")
+
+
+def _backbone_base(table: Mapping[str, Any]) -> Network:
+    """``[base] backbone``: a pretrained network used as it is (not trained again)."""
+    import inspect
+
+    from graftnet import backbones, zoo
+
+    extra = [k for k in _TRAIN_BASE_KEYS if k in table]
+    if extra:
+        raise ConfigError(f"[base] backbone = {table['backbone']!r} is used as it is, pretrained; it takes weights, "
+                          f"options and name, not {', '.join(extra)} (to train a base on a task, give layers or hidden)")
+    options = table.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"[base] options must be a table of the backbone builder's arguments, got {options!r}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if "weights" in table:
+        weights = str(table["weights"])
+        if weights not in ("imagenet", "DEFAULT"):
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"[base] weights = {weights!r} is not a file; give the weights file of "
+                                  f"{table['backbone']!r} (e.g. a Keras .h5 or a torchvision .pth)")
+            weights = str(path)
+        options["weights"] = weights
+    name = str(table["backbone"])
+    helpers = ("keras_cache_dir", "keras_weights_file", "load_keras_application_weights", "preprocess_input")
+    builders = sorted(n for n in backbones.__all__ if n[0].islower() and n not in helpers)
+    if ":" in name:
+        zoo_name, builder = name, None
+    elif name in builders:
+        zoo_name, builder = None, getattr(backbones, name)
+    else:
+        raise ConfigError(f"[base] backbone = {name!r} is not a backbone; give a builder of graftnet.backbones "
+                          f"({', '.join(builders)}) or a zoo name such as 'keras:vgg16' or 'torchvision:resnet18'."
+                          + did_you_mean(name, builders))
+    try:
+        net = zoo.load(zoo_name, **options) if zoo_name else builder(**options)
+    except TypeError as err:
+        target = builder if builder is not None else getattr(backbones, name.split(":", 1)[1], None) \
+            or getattr(backbones, "torchvision_" + name.split(":", 1)[1], None)
+        takes = ", ".join(p for p in inspect.signature(target).parameters) if target is not None else "?"
+        raise ConfigError(f"[base] options of backbone {name!r}: {err}; it takes {takes}") from None
+    if "name" in table:
+        net.name = str(table["name"])
+    return net
 
 
 def run_recipe(recipe: str | os.PathLike | Mapping[str, Any], *, base: Network | str | os.PathLike | None = None,

@@ -37,6 +37,7 @@ examples:
   graftnet study --recipe examples/recipes/study_fashion_ab.toml --seeds 3 --out runs/quick
   graftnet study --recipe examples/recipes/study_fashion_ab.toml --budget compute --out runs/ab-compute
   graftnet study --report-only runs/quick                                   # rewrite a report, train nothing
+  graftnet study --compare runs/ab runs/ab-cnn --labels MLP,CNN --out runs/ab-mlp-vs-cnn   # two bases' gains
 
 statistics: accuracies get a percentile-bootstrap 95% interval (inside [0, 100]); each variant's
 paired difference to scratch a t interval, a paired t-test p-value Holm-adjusted over all the
@@ -119,6 +120,12 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--report-only", metavar="DIR",
                         help="train nothing: rewrite DIR's report from DIR/results.json with this version's "
                              "statistics (also for results of an older graftnet)")
+    parser.add_argument("--compare", nargs=2, metavar=("DIR_A", "DIR_B"),
+                        help="train nothing: compare two finished studies of the same task and seeds (e.g. an MLP "
+                             "base and a CNN base): each variant's gain over scratch in both, and whether it is "
+                             "larger with B; writes OUT/comparison.md, comparison.html and gains.png")
+    parser.add_argument("--labels", metavar="A,B", help="names of the two studies in --compare (default: their "
+                                                        "bases' names)")
     parser.add_argument("--device", metavar="DEV", help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="worker processes (each gets its share of the cores; results as with one)")
@@ -174,6 +181,10 @@ def run_study(args: argparse.Namespace) -> int:
     from graftnet import study
 
     _set_threads(args.threads)
+    if args.compare:
+        return _run_compare(args)
+    if args.labels:
+        raise ConfigError("--labels names the two studies of --compare; pass --compare DIR_A DIR_B too")
     if args.report_only:
         from graftnet.report import write_report
 
@@ -198,6 +209,32 @@ def run_study(args: argparse.Namespace) -> int:
     if result.base.get("path"):  # the base a study uses (trained from its recipe, or given): with what it measured
         register_saved(args, result.base["path"], metrics={f"study {result.task.get('name')}": {
             v.name: round(v.test.mean, 4) for v in result.variants if v.test.mean is not None}})
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    """``graftnet study --compare A B``: the two studies' gains over scratch, side by side."""
+    from graftnet import study
+    from graftnet.report import write_comparison
+
+    if args.recipe or args.base or args.report_only:
+        raise ConfigError("--compare reads two finished studies and trains nothing; it takes no BASE, --recipe or "
+                          "--report-only")
+    results = [study.load_results(folder) for folder in args.compare]
+    labels = None
+    if args.labels:
+        labels = [part.strip() for part in args.labels.split(",")]
+        if len(labels) != 2 or not all(labels):
+            raise ConfigError(f"--labels takes two names separated by a comma, e.g. MLP,CNN; got {args.labels!r}")
+    comparison = study.compare(results, labels=labels, primary=args.primary)
+    out = Path(args.out) if args.out else Path("runs") / _slug(f"compare-{'-'.join(comparison.labels)}")
+    paths = write_comparison(comparison, out)
+    la, lb = comparison.labels
+    for row in comparison.variants:
+        print(f"- {row.verdict}")
+    print()
+    print(f"verdict: primary comparison {comparison.primary} ({lb} vs {la}): {comparison.headline()}")
+    print(f"report: {paths['html']} (also {paths['markdown'].name} and {paths['gains'].name} there)")
     return 0
 
 
