@@ -112,6 +112,7 @@ __all__ = [
     "SUPPORTED_LAYERS",
     "SUPPORTED_ACTIVATIONS",
     "keras_layout_arrays",
+    "import_keras_config",
     "keras_layout_mapping",
     "load_keras",
     "load_keras_weights",
@@ -1308,6 +1309,33 @@ def load_keras(path: str | Path, *, input_shape: tuple[int, ...] | None = None) 
         if isinstance(err, GraftnetError):
             raise
         raise _fail(kfile.source, f"has a malformed model config ({brief_error(err)})") from None
+
+
+def import_keras_config(config: dict[str, Any], weights: dict[str, list[tuple[str, np.ndarray]]], *, source: str,
+                        kind: str, keras_version: str | None = None,
+                        input_shape: tuple[int, ...] | None = None) -> tuple[Network, MappingReport]:
+    """Build a network from a Keras model config and load its weights: ``load_keras`` without a file.
+
+    For formats that hold a Keras config and weights elsewhere than a ``.h5``/``.keras`` file
+    (a tf_keras SavedModel's ``keras_metadata.pb`` and ``variables/``).
+
+    Args:
+        config: ``{"class_name": "Sequential", "config": {...}}`` as Keras writes it.
+        weights: legacy-``.h5``-shaped: top-level layer name -> ``[(weight name, array)]``, the
+            weight names as Keras 2 gives them (``conv1/kernel``; a nested model's say which
+            inner layer owns each weight, ``block1_conv1/kernel``).
+        source: the file or directory, for messages; kind: what it is ("tf_keras SavedModel").
+    """
+    kfile = _KerasFile(source, kind, config=_model_config(config, source), legacy=weights,
+                       keras_version=keras_version)
+    try:
+        return _import(kfile, input_shape)
+    except _Unsupported as err:
+        raise _fail(source, str(err)) from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
+        if isinstance(err, GraftnetError):
+            raise
+        raise _fail(source, f"has a malformed model config ({brief_error(err)})") from None
 
 
 def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Network, MappingReport]:
