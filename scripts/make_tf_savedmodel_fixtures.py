@@ -15,8 +15,8 @@ TensorFlow is not a graftnet dependency: run this with a separate environment::
 Fixtures (all seeded; arrays are plain ``np.savez``, no pickle):
   keras2_cnn/      tf_keras (Keras 2) Sequential CNN, ``model.save(dir)`` (SavedModel with
                    keras_metadata.pb); conv1 is frozen (``trainable=False``).
-  keras3_saved/    the same CNN in Keras 3, ``tf.saved_model.save(model, dir)``.
-  keras3_export/   the same CNN in Keras 3, ``model.export(dir)``.
+  keras3_saved/    the same CNN in Keras 3 (conv1 frozen), ``tf.saved_model.save(model, dir)``.
+  keras3_export/   the same CNN in Keras 3 (conv1 frozen), ``model.export(dir)``.
   keras3_mlp/      a Keras 3 MLP (Dense relu / Dropout / Dense elu / Dense softmax), ``model.export``.
   module_cumsum/   a ``tf.Module`` whose serving function uses ``tf.math.cumsum``: a graph with
                    an op graftnet does not map.
@@ -108,6 +108,7 @@ def _keras3_cnn(seed: int):
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((8, 8, 2))] + _cnn_layers(keras.layers), name="keras3_cnn")
     _train(model, (8, 8, 2), rng)
+    model.get_layer("conv1").trainable = False  # its variables are saved with trainable=False
     return model, rng
 
 

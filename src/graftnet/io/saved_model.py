@@ -29,8 +29,10 @@ what TensorFlow was fed, as for any Keras import.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,37 +518,199 @@ def _load_graph(model: SavedModel, signature: str, input_shape: tuple[int, ...] 
     (input_key, input_spec), = sig.inputs.items()
     (_, output_spec), = sig.outputs.items()
     source = str(model.pb_path)
-    nodes, library = tf_graph.parse_graph_def(model.graph_def, source=source, with_library=True)
+    nodes = tf_graph.parse_graph_def(model.graph_def, source=source)
+    library_bytes = [v for n, v in _proto_fields(model.graph_def, "GraphDef") if n == 2]  # GraphDef.library
+    library = tf_graph.parse_function_library(_as_bytes(library_bytes[0], "library"), source=source) \
+        if library_bytes else {}
     by_name = {n.name: n for n in nodes}
     call = by_name.get(output_spec.tensor.split(":", 1)[0])
     if call is None:
         raise ImportFormatError(f"{source}: signature {name!r} reads {output_spec.tensor}, which is not a node "
                                 f"of the graph")
     function, inputs, resources = _innermost_call(call, by_name, library, model, input_spec.tensor, source)
+    shape = tuple(input_shape) if input_shape is not None else _example_shape(input_spec, model, name)
     checkpoint, keys = _read_variables(model)
-    variables = {}
-    for arg, var in resources.items():
-        var_name = model.objects[var].variable_name
-        variables[var_name] = _value(checkpoint, keys, var, var_name)
+    # Keras 3 names variables "<model>/<layer>/<weight>": the layers are named after the last two parts.
+    full_names = {var: model.objects[var].variable_name for var in resources.values()}
+    model_name, names = _strip_model_scope(full_names, model.path.name)
+    variables = {names[var]: _value(checkpoint, keys, var, full) for var, full in full_names.items()}
+    nodes = _keras_op_names(_plain_reads(function.nodes), model_name, {n.rsplit("/", 1)[0] for n in variables})
     mapping = tf_graph.graph_to_network(
-        function.nodes, variables, inputs=inputs, outputs=list(function.ret.values())[:1],
-        resources={arg: model.objects[var].variable_name for arg, var in resources.items()},
-        name=_model_name(model, variables), source=source, input_shape=input_shape)
-    report = MappingReport(source=source)
-    report.matched = dict(mapping.loaded)
-    used = {keys[var] for var in resources.values()}
-    report.ignored = [k for k in sorted(checkpoint) if k not in used]
-    report.notes += [f"ignored op {op}: {why}" for op, why in mapping.ignored.items()]
+        nodes, variables, inputs=inputs, outputs=list(function.ret.values())[:1],
+        resources={arg: names[var] for arg, var in resources.items()},
+        name=model_name, source=source, input_shape=shape)
+    frozen = _frozen_layers(model, mapping.variable_layers, {names[v]: full for v, full in full_names.items()})
+    if frozen:
+        mapping.network.freeze(frozen)
+    report = _graph_report(mapping, variables, checkpoint, {keys[var] for var in resources.values()}, source)
     mapping.network.info.update(source=str(model.path), format="SavedModel (graph)", signature=name,
                                 input_key=input_key, tensorflow_version=model.tensorflow_version or None,
-                                layer_ops=mapping.layer_ops)
+                                layer_ops=mapping.layer_ops, frozen_recorded=_records_trainable(model))
     return mapping.network, report
 
 
-def _model_name(model: SavedModel, variables: dict[str, np.ndarray]) -> str:
-    """Keras 3 names variables ``<model>/<layer>/<weight>``: the shared first scope, else the directory's name."""
-    scopes = {name.split("/", 1)[0] for name in variables if "/" in name}
-    return scopes.pop() if len(scopes) == 1 and all(n.count("/") >= 2 for n in variables) else model.path.name
+def _trainable_lists(model: SavedModel) -> tuple[set[str], set[str]] | None:
+    """The variable names in the root's ``trainable_variables`` and ``non_trainable_variables`` lists
+    (Keras 3 ``model.export`` writes them), or None where the SavedModel has none."""
+    if not model.objects:
+        return None
+    lists = {name: child for child, name in model.objects[0].children
+             if name in ("trainable_variables", "non_trainable_variables") and 0 <= child < len(model.objects)}
+    if len(lists) != 2:
+        return None
+    names = model.variable_names()
+    trainable, frozen = ({names[c] for c, _ in model.objects[lists[key]].children if c in names}
+                         for key in ("trainable_variables", "non_trainable_variables"))
+    return trainable, frozen
+
+
+def _records_trainable(model: SavedModel) -> bool:
+    return _trainable_lists(model) is not None
+
+
+def _frozen_layers(model: SavedModel, variable_layers: dict[str, str], full: dict[str, str]) -> list[str]:
+    """Layers all of whose variables the SavedModel lists as non-trainable (BatchNorm's moving
+    statistics never train, so they do not count)."""
+    lists = _trainable_lists(model)
+    if lists is None:
+        return []  # tf.saved_model.save of a Keras 3 model does not record trainable=False
+    trainable, non_trainable = lists
+    by_layer: dict[str, list[str]] = {}
+    for var, layer in variable_layers.items():
+        if var.rsplit("/", 1)[-1] not in ("moving_mean", "moving_variance"):
+            by_layer.setdefault(layer, []).append(full.get(var, var))
+    return [layer for layer, variables in by_layer.items()
+            if all(v in non_trainable and v not in trainable for v in variables)]
+
+
+def _example_shape(spec: TensorSpec, model: SavedModel, signature: str) -> tuple[int, ...]:
+    """The signature input's shape without its batch axis; every size must be known."""
+    if spec.shape is None or len(spec.shape) < 2 or any(d is None for d in spec.shape[1:]):
+        raise ImportFormatError(f"{model.pb_path}: signature {signature!r} takes {spec.tensor} of shape "
+                                f"{spec.shape} (unknown sizes); pass input_shape= (TensorFlow's order, e.g. (28, 28, 1))")
+    return tuple(int(d) for d in spec.shape[1:])  # type: ignore[arg-type]
+
+
+def _graph_report(mapping: Any, variables: dict[str, np.ndarray], checkpoint: TFCheckpoint, used: set[str],
+                  source: str) -> MappingReport:
+    """What was loaded where; a variable the serving function reads but no layer took is an error."""
+    unused = sorted(set(variables) - set(mapping.variables))
+    if unused or not mapping.loaded:
+        raise ImportFormatError(f"{source}: the serving function reads variable(s) {format_names(unused)} that "
+                                f"no graftnet layer took; the graph was not fully mapped")
+    report = MappingReport(source=source)
+    report.matched = [(var, key) for var, key in mapping.variables.items()]
+    report.ignored = [k for k in sorted(checkpoint) if k not in used]
+    return report
+
+
+def _strip_model_scope(full_names: dict[int, str], fallback: str) -> tuple[str, dict[int, str]]:
+    """(model name, node id -> variable name without it) when all variables share a first scope
+    and have two more parts (Keras 3: ``keras3_cnn/conv1/kernel`` -> ``conv1/kernel``)."""
+    parts = {var: name.split("/") for var, name in full_names.items()}
+    scopes = {p[0] for p in parts.values()}
+    stripped = {var: "/".join(p[1:]) for var, p in parts.items()}
+    if len(scopes) == 1 and all(len(p) >= 3 for p in parts.values()) \
+            and len(set(stripped.values())) == len(set(full_names.values())):
+        return scopes.pop(), stripped
+    return fallback, dict(full_names)
+
+
+_BIAS_READS = ("Reshape", "Squeeze", "Identity")
+
+
+def _node_of(by_name: dict[str, Any], tensor: str) -> Any:
+    return by_name.get(tensor.rsplit(":", 1)[0])
+
+
+def _plain_reads(nodes: list[Any]) -> list[Any]:
+    """Undo two detours of Keras 3's TensorFlow graphs, so the graph mapper sees the plain form:
+
+    - a convolution's bias is read as ``Squeeze(Reshape(ReadVariableOp(bias)))``, the same
+      vector: its BiasAdd reads the variable itself, as a Dense's BiasAdd does;
+    - Flatten reshapes to ``Pack(StridedSlice(Shape(x), 0, 1), n)``, i.e. ``(batch, n)``: the
+      Reshape reads a constant ``[-1, n]`` instead.
+    """
+    by_name = {n.name: n for n in nodes}
+    out = []
+    for node in nodes:
+        if node.op == "BiasAdd" and len(node.inputs) == 2:
+            source, seen = node.inputs[1], 0
+            while seen < 4 and _node_of(by_name, source) is not None and _node_of(by_name, source).op in _BIAS_READS:
+                source, seen = _node_of(by_name, source).inputs[0], seen + 1
+            reader = _node_of(by_name, source)
+            if seen and reader is not None and reader.op == "ReadVariableOp":
+                node = copy.copy(node)
+                node.inputs = [node.inputs[0], source]
+        elif node.op == "Reshape" and len(node.inputs) == 2:
+            target = _batch_flatten_target(by_name, node)
+            if target is not None:
+                const = type(node)(name=f"{node.name}/flatten_shape", op="Const",
+                                   attrs={"dtype": "int32", "value": np.array([-1, target], dtype=np.int32)})
+                out.append(const)
+                node = copy.copy(node)
+                node.inputs = [node.inputs[0], f"{const.name}:0"]
+        out.append(node)
+    return out
+
+
+def _batch_flatten_target(by_name: dict[str, Any], reshape: Any) -> int | None:
+    """n when ``reshape`` is ``Reshape(x, Pack(StridedSlice(Shape(x))[0], Const n))``, else None."""
+    pack = _node_of(by_name, reshape.inputs[1])
+    if pack is None or pack.op != "Pack" or len(pack.inputs) != 2:
+        return None
+    batch, size = _node_of(by_name, pack.inputs[0]), _node_of(by_name, pack.inputs[1])
+    if batch is None or batch.op != "StridedSlice" or size is None or size.op != "Const":
+        return None
+    shape = _node_of(by_name, batch.inputs[0])
+    if shape is None or shape.op != "Shape" or shape.inputs[:1] != reshape.inputs[:1]:
+        return None
+    begin, end = (_node_of(by_name, t) for t in batch.inputs[1:3])
+    values = [np.asarray(n.attrs.get("value")).reshape(-1).tolist() if n is not None and n.op == "Const" else None
+              for n in (begin, end)]
+    if values != [[0], [1]] or int(batch.attrs.get("shrink_axis_mask", 0)) != 1:
+        return None
+    n = np.asarray(size.attrs.get("value")).reshape(-1)
+    return int(n[0]) if n.size == 1 else None
+
+
+_KERAS3_POOL_OPS = {"MaxPool2d": "MaxPool", "AvgPool2d": "AvgPool"}
+
+
+def _keras_op_names(nodes: list[Any], model_name: str, layers: set[str]) -> list[Any]:
+    """Keras 3 traces a model's call under ``<model>_1/<layer>_1/...`` while its variables are
+    ``<model>/<layer>/...``: rename the ops ``<layer>/...`` so that the layers the mapper names
+    after their op scopes get Keras' names (``keras3_cnn_1/flatten_1/Reshape`` -> ``flatten/Reshape``)."""
+    prefix = re.compile(rf"{re.escape(model_name)}(?:_\d+)?/([^/]+)/(.+)")
+    scopes = {m.group(1) for m in (prefix.fullmatch(n.name) for n in nodes) if m}
+    strip = {scope: re.sub(r"_\d+$", "", scope) for scope in scopes}
+    # A weighted layer's scope must come out as its variables' layer name; and no two scopes may merge.
+    if any(scope not in layers and strip[scope] not in layers for scope in scopes if scope in layers
+           or strip[scope] in layers) or len(set(strip.values())) != len(strip):
+        strip = {scope: scope for scope in scopes}
+    renamed = {}
+    for node in nodes:
+        match = prefix.fullmatch(node.name)
+        if match:
+            rest = match.group(2)
+            if rest in _KERAS3_POOL_OPS and _KERAS3_POOL_OPS[rest] == node.op:  # "MaxPool2d" is a MaxPool
+                rest = node.op
+            renamed[node.name] = f"{strip[match.group(1)]}/{rest}"
+    if len(set(renamed.values()) | ({n.name for n in nodes} - set(renamed))) != len(nodes):
+        return nodes  # the new names would clash with others: keep TensorFlow's
+
+    def tensor(ref: str) -> str:
+        name, _, index = ref.rpartition(":")
+        return f"{renamed.get(name, name)}:{index}" if name else renamed.get(ref, ref)
+
+    out = []
+    for node in nodes:
+        node = copy.copy(node)
+        node.name = renamed.get(node.name, node.name)
+        node.inputs = [tensor(t) for t in node.inputs]
+        node.control_inputs = [renamed.get(c, c) for c in node.control_inputs]
+        out.append(node)
+    return out
 
 
 def _innermost_call(call: Any, by_name: dict[str, Any], library: dict[str, Any], model: SavedModel,
