@@ -401,13 +401,30 @@ def _read_variables(model: SavedModel) -> tuple[TFCheckpoint, dict[int, str]]:
     return checkpoint, keys
 
 
-def _value(checkpoint: TFCheckpoint, keys: dict[int, str], node_id: int, name: str) -> np.ndarray:
-    key = keys.get(node_id)
+def _value(model: SavedModel, checkpoint: TFCheckpoint, keys: dict[int, str], node_id: int) -> np.ndarray:
+    """The value of the variable at object node ``node_id``, checked against what saved_model.pb says of it."""
+    obj = model.objects[node_id]
+    name, key = obj.variable_name, keys.get(node_id)
     if key is None or key not in checkpoint:
         why = checkpoint.skipped.get(key, "not in the checkpoint") if key else "no checkpoint entry for its node"
-        raise ImportFormatError(f"{checkpoint.prefix}: variable {name!r} (object node {node_id}) has no value: "
-                                f"{why}")
-    return checkpoint[key]
+        raise ImportFormatError(f"{checkpoint.prefix}: variable {name!r} (object node {node_id}) has no value: {why}")
+    stored = _checkpoint_names(checkpoint).get(key, name)
+    value = checkpoint[key]
+    if stored != name or (obj.shape is not None and None not in obj.shape and tuple(value.shape) != obj.shape):
+        raise ImportFormatError(f"{checkpoint.prefix}: object node {node_id} holds {stored!r} of shape "
+                                f"{tuple(value.shape)}, but {SAVED_MODEL_PB} says it is {name!r} of shape "
+                                f"{obj.shape}: variables/ does not belong to this saved_model.pb")
+    return value
+
+
+def _checkpoint_names(checkpoint: TFCheckpoint) -> dict[str, str]:
+    """Checkpoint key -> the variable's name, from the checkpoint's own object graph."""
+    cached = getattr(checkpoint, "_graftnet_names", None)
+    if cached is None:
+        nodes = _parse_object_graph(checkpoint.object_graph or b"")
+        cached = {key: full for node in nodes for key, full in node.variables}
+        checkpoint._graftnet_names = cached  # type: ignore[attr-defined]
+    return cached
 
 
 # ============================================================================== Keras 2 route
@@ -445,7 +462,7 @@ def _keras2_weights(model: SavedModel, checkpoint: TFCheckpoint, keys: dict[int,
         arrays = []
         for var in _variable_ids(model, node.node_id):
             var_name = model.objects[var].variable_name
-            arrays.append((var_name, _value(checkpoint, keys, var, var_name)))
+            arrays.append((var_name, _value(model, checkpoint, keys, var)))
             used.append(keys[var])
         legacy[name] = arrays
     return legacy, used
@@ -533,7 +550,7 @@ def _load_graph(model: SavedModel, signature: str, input_shape: tuple[int, ...] 
     # Keras 3 names variables "<model>/<layer>/<weight>": the layers are named after the last two parts.
     full_names = {var: model.objects[var].variable_name for var in resources.values()}
     model_name, names = _strip_model_scope(full_names, model.path.name)
-    variables = {names[var]: _value(checkpoint, keys, var, full) for var, full in full_names.items()}
+    variables = {names[var]: _value(model, checkpoint, keys, var) for var in full_names}
     nodes = _keras_op_names(_plain_reads(function.nodes), model_name, {n.rsplit("/", 1)[0] for n in variables})
     mapping = tf_graph.graph_to_network(
         nodes, variables, inputs=inputs, outputs=list(function.ret.values())[:1],
