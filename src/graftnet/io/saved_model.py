@@ -612,9 +612,13 @@ def _graph_report(mapping: Any, variables: dict[str, np.ndarray], checkpoint: TF
                   source: str) -> MappingReport:
     """What was loaded where; a variable the serving function reads but no layer took is an error."""
     unused = sorted(set(variables) - set(mapping.variables))
-    if unused or not mapping.loaded:
+    if unused:
         raise ImportFormatError(f"{source}: the serving function reads variable(s) {format_names(unused)} that "
                                 f"no graftnet layer took; the graph was not fully mapped")
+    if not mapping.loaded:
+        state = [k for k in mapping.network.state_dict() if not k.endswith("num_batches_tracked")]
+        empty = sorted(set(state) - set(mapping.variables.values()))
+        raise ImportFormatError(f"{source}: no variable of the serving function gives {format_names(empty)}")
     report = MappingReport(source=source)
     report.matched = [(var, key) for var, key in mapping.variables.items()]
     report.ignored = [k for k in sorted(checkpoint) if k not in used]
@@ -749,9 +753,12 @@ def _innermost_call(call: Any, by_name: dict[str, Any], library: dict[str, Any],
     function = library[fname]
     args = [a for a, _ in function.input_args]
     n_user = len(args) - len(bound)
-    if n_user != 1 or call.inputs[:1] != [input_tensor] and call.inputs[:1] != [input_tensor.split(":")[0] + ":0"]:
+    if n_user != 1:
         raise ImportFormatError(f"{source}: function {fname!r} takes {n_user} input(s) besides its "
                                 f"{len(bound)} variables; graftnet imports one input")
+    if call.inputs[:1] != [input_tensor]:
+        raise ImportFormatError(f"{source}: node {call.name!r} is called on {call.inputs[:1]}, not on the "
+                                f"signature's input {input_tensor}")
     resources = {f"{arg}:0": var for arg, var in zip(args[n_user:], bound)}  # arg tensor -> variable node
     # A signature wrapper calls the traced function once, passing its arguments on: follow it down.
     for _ in range(8):
