@@ -40,8 +40,8 @@ examples:
 
 Keras files carry their architecture, and so does a SavedModel directory (tf_keras' model.save
 keeps the Keras config in keras_metadata.pb; Keras 3's model.export and tf.saved_model.save are
-rebuilt from the serving function's ops, naming any op graftnet cannot map), and so does a TF1 checkpoint with the .meta file
-tf.train.Saver writes beside it: the network is rebuilt from the graph (layer names from its
+rebuilt from the serving function's ops, naming any op graftnet cannot map), and so does a TF1
+checkpoint with the .meta file tf.train.Saver writes beside it: the network is rebuilt from the graph (layer names from its
 scopes, the training settings recorded; `graftnet inspect my_model_final.ckpt.meta` lists every
 op and what it became). --data with --epochs then continues training with the graph's optimizer,
 learning rate, gradient clipping and max-norm (flags override them). Other TensorFlow

@@ -290,7 +290,7 @@ def _parse_tensor_info(buf: bytes) -> TensorSpec:
     shape = fields.get(3)
     return TensorSpec(tensor=_text(fields.get(1, b""), "tensor name"),
                       dtype=_DTYPE_NAMES.get(_as_int(fields.get(2, 0), "dtype"), "other"),
-                      shape=_parse_shape(_as_bytes(shape, "tensor shape"), "tensor shape") if shape is not None else None)
+                      shape=None if shape is None else _parse_shape(_as_bytes(shape, "tensor shape"), "tensor shape"))
 
 
 def _parse_signature(buf: bytes) -> Signature:
@@ -383,7 +383,8 @@ def _read_variables(model: SavedModel) -> tuple[TFCheckpoint, dict[int, str]]:
     prefix = directory / "variables"
     if not Path(f"{prefix}.index").is_file():
         present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-        where = f"{directory} holds {format_names(present, limit=8)}" if directory.is_dir() else f"{directory} does not exist"
+        where = (f"{directory} holds {format_names(present, limit=8)}" if directory.is_dir()
+                 else f"{directory} does not exist")
         n_vars = len(model.variable_names())
         raise ImportFormatError(f"{model.path} is a SavedModel without variables: {prefix}.index is missing "
                                 f"({where}), but its object graph names {n_vars} variable(s) "
@@ -604,7 +605,8 @@ def _example_shape(spec: TensorSpec, model: SavedModel, signature: str) -> tuple
     """The signature input's shape without its batch axis; every size must be known."""
     if spec.shape is None or len(spec.shape) < 2 or any(d is None for d in spec.shape[1:]):
         raise ImportFormatError(f"{model.pb_path}: signature {signature!r} takes {spec.tensor} of shape "
-                                f"{spec.shape} (unknown sizes); pass input_shape= (TensorFlow's order, e.g. (28, 28, 1))")
+                                f"{spec.shape} (unknown sizes); pass input_shape= (TensorFlow's order, "
+                                f"e.g. (28, 28, 1))")
     return tuple(int(d) for d in spec.shape[1:])  # type: ignore[arg-type]
 
 
