@@ -15,6 +15,8 @@ TensorFlow is not a graftnet dependency: run this with a separate environment::
 Fixtures (all seeded; arrays are plain ``np.savez``, no pickle):
   keras2_cnn/      tf_keras (Keras 2) Sequential CNN, ``model.save(dir)`` (SavedModel with
                    keras_metadata.pb); conv1 is frozen (``trainable=False``).
+  keras2_nested/   tf_keras Sequential([base, Flatten(), Dense]) whose functional base (conv, BN,
+                   ReLU, pool) is frozen: the shape of the VGG16 transfer workflow.
   keras3_saved/    the same CNN in Keras 3 (conv1 frozen), ``tf.saved_model.save(model, dir)``.
   keras3_export/   the same CNN in Keras 3 (conv1 frozen), ``model.export(dir)``.
   keras3_mlp/      a Keras 3 MLP (Dense relu / Dropout / Dense elu / Dense softmax), ``model.export``.
@@ -101,6 +103,34 @@ def make_keras2_cnn() -> None:
     _reference(out, inputs, expected)
 
 
+def make_keras2_nested() -> None:
+    """Sequential([base, Flatten(), Dense(3)]) with a frozen functional base: the VGG16 workflow's shape."""
+    import tf_keras
+
+    out = _fresh("keras2_nested")
+    rng = np.random.default_rng(35)
+    tf_keras.utils.set_random_seed(35)
+    inputs = tf_keras.Input((8, 8, 2), name="base_input")
+    x = tf_keras.layers.Conv2D(4, 3, padding="same", bias_initializer="random_normal", name="block1_conv1")(inputs)
+    x = tf_keras.layers.BatchNormalization(epsilon=BN_EPSILON, beta_initializer="random_normal", name="block1_bn")(x)
+    x = tf_keras.layers.ReLU(name="block1_relu")(x)
+    x = tf_keras.layers.MaxPooling2D(2, name="block1_pool")(x)
+    base = tf_keras.Model(inputs, x, name="base")
+    model = tf_keras.Sequential([base, tf_keras.layers.Flatten(name="flatten"),
+                                 tf_keras.layers.Dense(3, bias_initializer="random_normal", name="outputs")],
+                                name="keras2_nested")
+    model.build((None, 8, 8, 2))
+    _train(model, (8, 8, 2), rng)
+    _randomize_bn(base, rng)
+    base.trainable = False
+    model.save(str(out), save_format="tf", include_optimizer=False)
+    inputs_nhwc = rng.random((4, 8, 8, 2), dtype=np.float32)
+    expected = model(inputs_nhwc, training=False).numpy()
+    reloaded = tf_keras.models.load_model(str(out))
+    assert np.allclose(reloaded(inputs_nhwc, training=False).numpy(), expected, atol=1e-6)
+    _reference(out, inputs_nhwc, expected)
+
+
 def _keras3_cnn(seed: int):
     import keras
 
@@ -171,9 +201,13 @@ def main() -> None:
     import keras
     import tf_keras
 
+    import sys
+
     ROOT.mkdir(parents=True, exist_ok=True)
-    for make in (make_keras2_cnn, make_keras3_saved, make_keras3_export, make_keras3_mlp, make_module_cumsum):
-        make()
+    makers = {"keras2_cnn": make_keras2_cnn, "keras2_nested": make_keras2_nested, "keras3_saved": make_keras3_saved,
+              "keras3_export": make_keras3_export, "keras3_mlp": make_keras3_mlp, "module_cumsum": make_module_cumsum}
+    for name in sys.argv[1:] or makers:  # names given: only those
+        makers[name]()
     manifest = {"made_by": "scripts/make_tf_savedmodel_fixtures.py", "tensorflow": tf.__version__,
                 "keras": keras.__version__, "tf_keras": tf_keras.__version__, "numpy": np.__version__,
                 "batchnorm_epsilon": BN_EPSILON}

@@ -28,8 +28,11 @@ def _outputs(net, x: torch.Tensor) -> np.ndarray:
         return net.eval()(x).numpy()
 
 
-@pytest.mark.parametrize("name, frozen", [("keras2_cnn", ["conv1"]), ("keras3_export", ["conv1"]),
-                                          ("keras3_saved", []), ("keras3_mlp", [])])
+BASE = ["base/block1_conv1", "base/block1_bn", "base/block1_relu", "base/block1_pool"]
+
+
+@pytest.mark.parametrize("name, frozen", [("keras2_cnn", ["conv1"]), ("keras2_nested", BASE),
+                                          ("keras3_export", ["conv1"]), ("keras3_saved", []), ("keras3_mlp", [])])
 def test_saved_model_imports_with_tensorflows_outputs(name, frozen):
     net, report = load_saved_model(FIXTURES / name)
     assert report.ok
@@ -45,6 +48,12 @@ def test_cnn_keeps_keras_layer_names_and_kinds(name):
     bn = net.spec_of("bn1")
     assert bn.eps == pytest.approx(1e-3)  # Keras' epsilon, not PyTorch's 1e-5
     assert net.spec_of("flatten").channels_last  # Keras flattens (H, W, C)
+
+
+def test_keras2_nested_model_keeps_its_block_and_keras_list():
+    net, _ = load_saved_model(FIXTURES / "keras2_nested")
+    assert net.layer_names == [*BASE, "flatten", "outputs"]
+    assert net.select("base.layers[1:]") == BASE  # what Keras' base.layers[1:] holds (after its InputLayer)
 
 
 def test_keras2_ignores_metrics_and_keras3_export_the_second_copy_of_each_variable():
