@@ -31,6 +31,10 @@ COPIED = {
     "tf1_scoped": FIXTURES / "tf" / "tf1_scoped",
     "tf1_meta": FIXTURES / "tf" / "meta_cnn",
 }
+SAVED_MODELS = {  # SavedModel directories, whole (variables/ included), less the tests' reference.npz
+    "savedmodel_keras2": FIXTURES / "tf" / "savedmodel" / "keras2_cnn",
+    "savedmodel_keras3": FIXTURES / "tf" / "savedmodel" / "keras3_export",
+}
 TF_FILES = ("checkpoint", ".index", ".data-", ".meta")  # reference.npz / variables.npz stay with the tests
 
 
@@ -52,6 +56,8 @@ def main() -> None:
                     shutil.copy(path, CORPUS / name / path.name)
         else:
             shutil.copy(source, CORPUS / name)
+    for name, source in SAVED_MODELS.items():
+        shutil.copytree(source, CORPUS / name, ignore=shutil.ignore_patterns("reference.npz"))
     net = seed_network()
     net.train()(torch.randn(32, 20))  # BatchNorm statistics away from their defaults
     net.eval()

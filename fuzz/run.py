@@ -99,6 +99,12 @@ def _tf_meta(path: Path) -> Any:
     return import_meta_graph(path / "model.ckpt")
 
 
+def _saved_model(path: Path) -> Any:
+    from graftnet.io.saved_model import load_saved_model
+
+    return load_saved_model(path)
+
+
 def _torch(path: Path) -> Any:
     from graftnet.io.torch_state import load_state
 
@@ -123,7 +129,6 @@ def _checkpoint(path: Path) -> Any:
     return read_checkpoint(path)
 
 
-# TensorFlow SavedModels: add their importer here when graftnet reads them.
 TARGETS = {t.name: t for t in (
     Target("keras_h5", "keras2_mlp.h5", _keras),
     Target("keras_archive", "keras2_cnn.keras", _keras),
@@ -131,6 +136,8 @@ TARGETS = {t.name: t for t in (
     Target("tf2_checkpoint", "tf2_mlp", _tf),
     Target("tf1_checkpoint", "tf1_scoped", _tf),
     Target("tf1_meta_graph", "tf1_meta", _tf_meta),
+    Target("savedmodel_keras2", "savedmodel_keras2", _saved_model),  # saved_model.pb, keras_metadata.pb, ...
+    Target("savedmodel_keras3", "savedmodel_keras3", _saved_model),
     Target("torch_pt", "mlp.pt", _torch),
     Target("torch_legacy_pt", "mlp_legacy.pt", _torch),
     Target("safetensors", "mlp.safetensors", _torch),

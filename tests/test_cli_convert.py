@@ -146,3 +146,38 @@ def test_detect_format():
     assert detect_format(KERAS2 / "keras2_cnn.keras") == "keras"
     assert detect_format(BOOK_CKPT) == "tf"
     assert detect_format(BOOK_CKPT.parent) == "tf"
+
+
+SAVEDMODELS = FIXTURES / "tf" / "savedmodel"
+
+
+@pytest.mark.parametrize("name", ["keras2_cnn", "keras3_export"])
+def test_import_saved_model_directory(tmp_path, capsys, name):
+    assert detect_format(SAVEDMODELS / name) == "savedmodel"
+    assert main(["import", str(SAVEDMODELS / name), "-o", str(tmp_path / "cnn")]) == 0
+    out = capsys.readouterr().out
+    assert "conv1/kernel" in out and "8 matched" in out
+    ref = np.load(SAVEDMODELS / name / "reference.npz")
+    net = load_model(tmp_path / "cnn")
+    assert np.abs(predict(net, ref["inputs_nhwc"].transpose(0, 3, 1, 2).copy()) - ref["outputs"]).max() <= 1e-5
+    assert net.frozen == ["conv1"]
+
+
+def test_import_unmappable_saved_model_fails_naming_the_op_and_writes_nothing(tmp_path, capsys):
+    assert main(["import", str(SAVEDMODELS / "module_cumsum"), "-o", str(tmp_path / "out")]) == 2
+    assert "op 'Cumsum' (Cumsum)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_h5_is_verified_and_keeps_frozen_layers(tmp_path, saved_cnn, capsys):
+    folder, net = saved_cnn
+    frozen = load_model(folder).freeze("conv1")
+    save_model(frozen, tmp_path / "frozen")
+    assert main(["export", str(tmp_path / "frozen"), "-o", str(tmp_path / "w.h5")]) == 0
+    assert "max abs difference" in capsys.readouterr().out
+    back, _ = load_keras(tmp_path / "w.h5")
+    assert back.frozen == ["conv1"]
+    import h5py
+
+    with h5py.File(tmp_path / "w.h5") as h5:
+        assert json.loads(h5.attrs["model_config"])["class_name"] == "Sequential"  # Keras 2's HDF5 layout

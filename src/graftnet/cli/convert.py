@@ -22,13 +22,14 @@ __all__ = ["COMMANDS", "register", "detect_format"]
 
 COMMANDS = ("import", "export")
 
-IMPORT_FORMATS = ("keras", "tf", "torch", "npz")
+IMPORT_FORMATS = ("keras", "savedmodel", "tf", "torch", "npz")
 EXPORT_FORMATS = ("onnx", "keras", "npz", "safetensors")
 
 IMPORT_EPILOG = """\
 examples:
   graftnet import mnist_cnn.keras -o models/mnist-cnn                  # Keras 3 archive
   graftnet import model.h5 -o models/book-mlp                           # tf.keras / Keras 2 / Keras 3 HDF5
+  graftnet import exported_model/ -o models/cnn         # SavedModel dir (tf_keras save, Keras 3 export)
   graftnet import my_model_final.ckpt -o models/book              # TF1 checkpoint + its .meta graph
   graftnet import my_model_final.ckpt --input-shape 1 28 28 --data mnist --epochs 20 -o models/book-more
                                                                    # ... and keep training as the graph did
@@ -37,8 +38,10 @@ examples:
            --rename 'fc(\\d)\\.(.*)=hidden\\1.\\2' -o models/from-torch          # PyTorch state dict
   graftnet import weights.npz --like models/fashion-a --layout keras -o models/from-npz
 
-Keras files carry their architecture, and so does a TF1 checkpoint with the .meta file
-tf.train.Saver writes beside it: the network is rebuilt from the graph (layer names from its
+Keras files carry their architecture, and so does a SavedModel directory (tf_keras' model.save
+keeps the Keras config in keras_metadata.pb; Keras 3's model.export and tf.saved_model.save are
+rebuilt from the serving function's ops, naming any op graftnet cannot map), and so does a TF1
+checkpoint with the .meta file tf.train.Saver writes beside it: the network is rebuilt from the graph (layer names from its
 scopes, the training settings recorded; `graftnet inspect my_model_final.ckpt.meta` lists every
 op and what it became). --data with --epochs then continues training with the graph's optimizer,
 learning rate, gradient clipping and max-norm (flags override them). Other TensorFlow
@@ -53,6 +56,7 @@ EXPORT_EPILOG = """\
 examples:
   graftnet export models/fashion-a --format onnx -o fashion-a.onnx        # checked in ONNX Runtime
   graftnet export models/fashion-a -o fashion-a.keras                      # keras.models.load_model reads it
+  graftnet export models/fashion-a -o fashion-a.h5       # Keras 2 / tf.keras HDF5: Keras 3 and tf_keras read it
   graftnet export models/fashion-a --format npz --layout keras -o w.npz
   graftnet export models/fashion-a --format safetensors -o w.safetensors
 
@@ -65,7 +69,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("import", help="import a Keras, TensorFlow, PyTorch or NumPy model",
                                    description="Import a model trained elsewhere as a graftnet model folder.",
                                    epilog=IMPORT_EPILOG)
-    parser.add_argument("file", help="the file (.h5, .keras, .ckpt prefix or its .meta, .pt, .safetensors, .npz)")
+    parser.add_argument("file", help="the file (.h5, .keras, SavedModel directory, .ckpt prefix or its .meta, "
+                                     ".pt, .safetensors, .npz)")
     parser.add_argument("--format", choices=IMPORT_FORMATS,
                         help="the file's format (default: from its suffix and bytes)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the graftnet model folder to write")
@@ -111,6 +116,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         'keras'
     """
     path = Path(path)
+    from graftnet.io.saved_model import is_saved_model
+
+    if is_saved_model(path):
+        return "savedmodel"
     if _is_tf_checkpoint(path) or path.suffix == ".meta":
         return "tf"
     if not path.exists():
@@ -219,6 +228,13 @@ def _import(args: argparse.Namespace, fmt: str):  # -> (Network, MappingReport)
         from graftnet.io.keras import load_keras
 
         return load_keras(args.file, input_shape=tuple(args.input_shape) if args.input_shape else None)
+    if fmt == "savedmodel":
+        if rename or args.spec or args.like or args.partial:
+            raise ConfigError("a SavedModel carries its own architecture, layer names and every variable; "
+                              "--rename, --spec, --like and --partial apply to tf, torch and npz imports")
+        from graftnet.io.saved_model import load_saved_model
+
+        return load_saved_model(args.file, input_shape=tuple(args.input_shape) if args.input_shape else None)
     if fmt == "tf" and not (args.spec or args.like) and _meta_file(args.file) is not None:
         if rename or args.partial:
             raise ConfigError("a TF meta graph gives the layer names and every variable; --rename and --partial "
@@ -328,7 +344,8 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 
 # ======================================================================= export
-_SUFFIXES = {".onnx": "onnx", ".keras": "keras", ".npz": "npz", ".safetensors": "safetensors"}
+_SUFFIXES = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras", ".npz": "npz",
+             ".safetensors": "safetensors"}  # .h5 / .hdf5: save_keras writes Keras 2 / tf.keras HDF5
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -17,17 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from graftnet.io.checkpoint import load_model, save_model
-    from graftnet.io.keras import load_keras, load_keras_weights, save_keras
+    from graftnet.io.keras import load_keras, load_keras_weights, save_keras, save_keras_h5
     from graftnet.io.mapping import MappingReport
     from graftnet.io.npz import load_npz, save_npz
     from graftnet.io.onnx import check_onnx, export_onnx
+    from graftnet.io.saved_model import load_saved_model, read_saved_model
     from graftnet.io.tf_checkpoint import load_tf_checkpoint, read_tf_checkpoint
     from graftnet.io.torch_state import load_state, save_state
 
 # public name -> the module (under graftnet.io) that defines it
 _ENTRY_POINTS = {
     "load_model": "checkpoint", "save_model": "checkpoint",
-    "load_keras": "keras", "save_keras": "keras", "load_keras_weights": "keras",
+    "load_keras": "keras", "save_keras": "keras", "save_keras_h5": "keras", "load_keras_weights": "keras",
+    "load_saved_model": "saved_model", "read_saved_model": "saved_model",
     "read_tf_checkpoint": "tf_checkpoint", "load_tf_checkpoint": "tf_checkpoint",
     "load_state": "torch_state", "save_state": "torch_state",
     "save_npz": "npz", "load_npz": "npz",
@@ -37,7 +39,8 @@ _ENTRY_POINTS = {
 
 __all__ = [
     "MappingReport", "check_onnx", "export_onnx", "load_keras", "load_keras_weights", "load_model", "load_npz",
-    "load_state", "load_tf_checkpoint", "read_tf_checkpoint", "save_keras", "save_model", "save_npz", "save_state",
+    "load_saved_model", "load_state", "load_tf_checkpoint", "read_saved_model", "read_tf_checkpoint", "save_keras",
+    "save_keras_h5", "save_model", "save_npz", "save_state",
 ]
 
 

@@ -112,10 +112,12 @@ __all__ = [
     "SUPPORTED_LAYERS",
     "SUPPORTED_ACTIVATIONS",
     "keras_layout_arrays",
+    "import_keras_config",
     "keras_layout_mapping",
     "load_keras",
     "load_keras_weights",
     "save_keras",
+    "save_keras_h5",
 ]
 
 SUPPORTED_LAYERS = (
@@ -1310,6 +1312,33 @@ def load_keras(path: str | Path, *, input_shape: tuple[int, ...] | None = None) 
         raise _fail(kfile.source, f"has a malformed model config ({brief_error(err)})") from None
 
 
+def import_keras_config(config: dict[str, Any], weights: dict[str, list[tuple[str, np.ndarray]]], *, source: str,
+                        kind: str, keras_version: str | None = None,
+                        input_shape: tuple[int, ...] | None = None) -> tuple[Network, MappingReport]:
+    """Build a network from a Keras model config and load its weights: ``load_keras`` without a file.
+
+    For formats that hold a Keras config and weights elsewhere than a ``.h5``/``.keras`` file
+    (a tf_keras SavedModel's ``keras_metadata.pb`` and ``variables/``).
+
+    Args:
+        config: ``{"class_name": "Sequential", "config": {...}}`` as Keras writes it.
+        weights: legacy-``.h5``-shaped: top-level layer name -> ``[(weight name, array)]``, the
+            weight names as Keras 2 gives them (``conv1/kernel``; a nested model's say which
+            inner layer owns each weight, ``block1_conv1/kernel``).
+        source: the file or directory, for messages; kind: what it is ("tf_keras SavedModel").
+    """
+    kfile = _KerasFile(source, kind, config=_model_config(config, source), legacy=weights,
+                       keras_version=keras_version)
+    try:
+        return _import(kfile, input_shape)
+    except _Unsupported as err:
+        raise _fail(source, str(err)) from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as err:
+        if isinstance(err, GraftnetError):
+            raise
+        raise _fail(source, f"has a malformed model config ({brief_error(err)})") from None
+
+
 def _import(kfile: _KerasFile, input_shape: tuple[int, ...] | None) -> tuple[Network, MappingReport]:
     model = kfile.config
     assert model is not None
@@ -2186,13 +2215,16 @@ def save_keras(network: Network, path: str | Path) -> Path:
     are channels-last: a graftnet input (C, H, W) becomes a Keras input (H, W, C). Frozen layers are saved with ``trainable=False``. An
     activation with a parameter (``leaky_relu(0.1)``, ``elu(0.5)``) inside a Dense or Conv2d
     becomes a separate Keras layer named ``<layer>_activation``. The file is written to a
-    temporary name and renamed, so a failed export leaves nothing behind.
+    temporary name and renamed, so a failed export leaves nothing behind. A path ending in
+    ``.h5`` (or ``.hdf5``) is written in Keras 2 / tf.keras HDF5 format instead: see ``save_keras_h5``.
 
         >>> save_keras(Network.mlp(784, [300, 100], 10), "mlp.keras")
     """
     if not isinstance(network, Network):
         raise TypeError(f"save_keras needs a graftnet Network, got {type(network).__name__}")
     path = Path(path)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return save_keras_h5(network, path)
     if network.is_chain and not network.blocks:
         layers = _export_layers(network)
         config, weights = _keras_config(network, layers), _weights_h5(network, layers)
@@ -2204,4 +2236,162 @@ def save_keras(network: Network, path: str | Path) -> Path:
         archive.writestr("metadata.json", json.dumps(metadata))
         archive.writestr("config.json", json.dumps(config))
         archive.writestr("model.weights.h5", weights)
+    return path
+
+
+# ================================================================ export: Keras 2 / tf.keras HDF5
+H5_KERAS_VERSION = "2.21.0"  # the tf.keras format version written into .h5 files (Keras 2's layout)
+_NOT_IN_H5 = {"hard_sigmoid": "Keras 2's hard_sigmoid is 0.2x + 0.5, Keras 3's is relu6(x + 3) / 6",
+              "hard_silu": "tf_keras has no hard_silu"}
+_NON_TRAINABLE_WEIGHTS = {"moving_mean", "moving_variance"}
+
+
+def _keras2_object(value: Any) -> Any:
+    """A Keras 3 config value in Keras 2's form: ``{"module", "class_name", "config", "registered_name"}``
+    objects become ``{"class_name", "config"}``, recursively."""
+    if isinstance(value, dict):
+        if "module" in value and "class_name" in value and "config" in value:
+            return {"class_name": value["class_name"], "config": _keras2_object(value["config"])}
+        return {k: _keras2_object(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keras2_object(v) for v in value]
+    return value
+
+
+def _keras2_layer(layer: _KerasLayer) -> dict[str, Any]:
+    for key in ("activation",):
+        act = layer.config.get(key)
+        if act in _NOT_IN_H5:
+            raise ImportFormatError(f"layer {layer.config['name']!r}: activation {act!r} cannot be written to .h5 "
+                                    f"so that Keras 2 and Keras 3 compute the same ({_NOT_IN_H5[act]}); use .keras")
+    config = _keras2_object(layer.config)
+    if config.get("rms_scaling") is False:  # a Keras 3 option; tf_keras' LayerNormalization has none
+        del config["rms_scaling"]
+    return {"class_name": layer.class_name, "config": config}
+
+
+def _keras2_input(name: str, shape: list[int]) -> dict[str, Any]:
+    return {"class_name": "InputLayer", "config": {"batch_input_shape": [None, *shape], "dtype": "float32",
+                                                    "sparse": False, "ragged": False, "name": name}}
+
+
+def _item_name(item: Any) -> str:
+    return item.name if isinstance(item, _KerasModel) else item.config["name"]
+
+
+def _reads_in_order(model: _KerasModel) -> bool:
+    """True when each item reads the one before it (the first the input) and the last is the output."""
+    previous = model.input_name
+    for item, inbound in model.items:
+        if [source for source, _ in inbound] != [previous]:
+            return False
+        previous = _item_name(item)
+    return model.output == previous
+
+
+def _keras2_functional(model: _KerasModel, where: str = "the model") -> dict[str, Any]:
+    """A functional model in Keras 2's config: inbound nodes as ``[[[layer, 0, 0, {}], ...]]``."""
+    nested = [item.name for item, _ in model.items if isinstance(item, _KerasModel)]
+    if nested:
+        # tf_keras counts a nested model's call as its node 1 (node 0 is the one it was built
+        # with), Keras 3 as node 0: no .h5 config is read the same by both.
+        raise ImportFormatError(f"cannot export to .h5: {where} is a graph with nested model(s) "
+                                f"{format_names(nested)} inside; Keras 2 and Keras 3 number a nested model's "
+                                f"nodes differently in .h5 configs. Save as .keras, or make the nested blocks "
+                                f"part of a chain (Sequential([base, Flatten(), Dense(...)]) exports)")
+    layers = [{**_keras2_input(model.input_name, model.input_shape), "name": model.input_name, "inbound_nodes": []}]
+    for item, inbound in model.items:
+        entry = _keras2_layer(item)
+        entry["name"] = item.config["name"]
+        entry["inbound_nodes"] = [[[source, 0, 0, {}] for source, _ in inbound]]
+        layers.append(entry)
+    return {"class_name": "Functional", "config": {
+        "name": model.name, "trainable": model.trainable, "layers": layers,
+        "input_layers": [[model.input_name, 0, 0]], "output_layers": [[model.output, 0, 0]]}}
+
+
+def _keras2_entry(item: Any) -> dict[str, Any]:
+    """A Sequential's entry: a layer, or a nested model (a Sequential if a chain, else functional)."""
+    if not isinstance(item, _KerasModel):
+        return _keras2_layer(item)
+    if _reads_in_order(item):
+        return _keras2_sequential(item)
+    return _keras2_functional(item, f"block {item.name!r}")
+
+
+def _keras2_sequential(model: _KerasModel) -> dict[str, Any]:
+    return {"class_name": "Sequential", "config": {
+        "name": model.name, "trainable": model.trainable,
+        "layers": [_keras2_input(model.input_name, model.input_shape)] + [_keras2_entry(i) for i, _ in model.items]}}
+
+
+def _legacy_weights(item: Any, owner_trainable: bool = True) -> list[tuple[str, np.ndarray, bool]]:
+    """(weight name, array, trainable) of a layer or nested model, as Keras 2 names them (``conv1/kernel:0``)."""
+    if isinstance(item, _KerasModel):
+        return [w for sub, _ in item.items for w in _legacy_weights(sub, owner_trainable and item.trainable)]
+    if item.class_name == "Normalization":
+        return []  # its statistics are in its config
+    name, trainable = item.config["name"], owner_trainable and item.config.get("trainable", True)
+    names = _config_weight_names({"class_name": item.class_name, "config": item.config}) or []
+    if len(names) != len(item.weights):
+        raise ImportFormatError(f"layer {name!r} ({item.class_name}): {len(item.weights)} weights to write, "
+                                f"its Keras config implies {len(names)} ({', '.join(names)})")
+    return [(f"{name}/{w}:0", a, trainable and w not in _NON_TRAINABLE_WEIGHTS) for w, a in zip(names, item.weights)]
+
+
+def _write_layer_group(group: h5py.Group, item: Any) -> None:
+    # Keras loads a layer's (or nested model's) weights by position in trainable_weights +
+    # non_trainable_weights order, so that is the order written.
+    weights = _legacy_weights(item)
+    ordered = [w for w in weights if w[2]] + [w for w in weights if not w[2]]
+    group.attrs["weight_names"] = np.array([n.encode("utf-8") for n, _, _ in ordered], dtype="S")
+    for weight_name, array, _ in ordered:
+        group.create_dataset(weight_name, data=np.asarray(array, dtype=np.float32))
+
+
+def save_keras_h5(network: Network, path: str | Path) -> Path:
+    """Export ``network`` as a Keras 2 / tf.keras HDF5 model file (``model.save("x.h5")``'s format).
+
+    Both Keras 3's and tf_keras' ``load_model("x.h5")`` open it and compute the same outputs
+    as ``network`` (channels-last images, as for ``.keras``). The file holds the model config
+    (JSON, attribute ``model_config``) and a ``model_weights`` group with one group per layer
+    (``layer_names``, each with its ``weight_names``: ``conv1/kernel:0``, ...), written in the
+    trainable-then-non-trainable order Keras loads by. Frozen layers (and blocks) come back
+    ``trainable=False``. A chain (blocks included, as ``Sequential([vgg16, Flatten(), Dense(10)])``)
+    is a Sequential, a graph a functional model; a graph that has nested blocks is refused,
+    as tf_keras and Keras 3 number a nested model's nodes differently in ``.h5`` configs.
+    Activations whose meaning differs between Keras 2 and 3 (``hard_sigmoid``) are refused:
+    use ``.keras`` for those. Written to a temporary name and renamed, so a failed export
+    leaves nothing behind.
+
+        >>> save_keras_h5(Network.mlp(784, [300, 100], 10), "mlp.h5")   # or save_keras(net, "mlp.h5")
+    """
+    if not isinstance(network, Network):
+        raise TypeError(f"save_keras_h5 needs a graftnet Network, got {type(network).__name__}")
+    path = Path(path)
+    arrays = keras_layout_arrays(network)
+    weight_names = {plan.keras_name: [w for w in plan.weights if w not in plan.dropped]
+                    for plan in _graftnet_plans(network)}
+    model = _keras_model(network, "", _model_members(network), arrays, weight_names)
+    items: list[tuple[str, Any]] = [(_item_name(item), item) for item, _ in model.items]
+    if _reads_in_order(model):  # Sequential([vgg16, Flatten(), Dense(10)]) included
+        config = _keras2_sequential(model)
+    else:
+        config = _keras2_functional(model)
+        items = [(model.input_name, None)] + items  # a functional model lists its InputLayer
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["keras_version"] = H5_KERAS_VERSION
+        h5.attrs["backend"] = "tensorflow"
+        h5.attrs["model_config"] = json.dumps(config)
+        h5.attrs["exported_by"] = "graftnet"
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([name.encode("utf-8") for name, _ in items], dtype="S")
+        weights.attrs["backend"] = "tensorflow"
+        weights.attrs["keras_version"] = H5_KERAS_VERSION
+        for name, item in items:
+            group = weights.create_group(name)
+            if item is None:
+                group.attrs["weight_names"] = np.array([], dtype="S")
+            else:
+                _write_layer_group(group, item)
     return path
