@@ -172,6 +172,7 @@ def test_the_example_runs_end_to_end_and_every_saved_form_reloads(photos: Path, 
     assert 0.0 <= result["test_accuracy"] <= 1.0
     assert result["max |prediction difference|, checkpoint"] == 0.0
     assert result["max |prediction difference|, .keras"] < 1e-5
+    assert result["max |prediction difference|, .h5"] < 1e-5
     saved = gn.load_model(tmp_path / "out" / "checkpoint")
     assert saved.info["preprocess_input"] == "caffe" and "vgg16/block5_conv1" not in saved.frozen
     by_keras = keras.models.load_model(tmp_path / "out" / "vgg16_transfer.keras")  # Keras itself reads it
@@ -179,6 +180,11 @@ def test_the_example_runs_end_to_end_and_every_saved_form_reloads(photos: Path, 
     images = gn.datasets.image_folder(photos, size=(SIZE, SIZE), preprocess=saved, valid_fraction=0).train.x[:4]
     expected = gn.predict(saved, images).numpy()
     np.testing.assert_allclose(by_keras.predict(images.permute(0, 2, 3, 1).numpy(), verbose=0), expected, atol=1e-5)
+    from_h5 = keras.models.load_model(tmp_path / "out" / "vgg16_transfer.h5", compile=False)  # and the .h5
+    np.testing.assert_allclose(from_h5.predict(images.permute(0, 2, 3, 1).numpy(), verbose=0), expected, atol=1e-5)
+    vgg = from_h5.get_layer("vgg16")  # block 5 fine-tuned, the rest of the base still frozen
+    assert [layer.name for layer in vgg.layers if layer.trainable] == [
+        "block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"]
 
 
 def test_the_cli_recipe_grafts_keras_vgg16_and_runs_the_plan(photos: Path, tmp_path: Path,
