@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 import graftnet as gn
-from graftnet.io.keras import load_keras, save_keras, save_keras_h5
+from graftnet.io.keras import load_keras, save_keras
 
 
 def sample_photos(folder: Path, patch: int = 96, per_class: int = 16) -> Path:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     save_keras(model, args.out / "vgg16_transfer.keras")
     reloaded = {"checkpoint": gn.load_model(args.out / "checkpoint"),
                 ".keras": load_keras(args.out / "vgg16_transfer.keras")[0]}
-    save_keras_h5(model, args.out / "vgg16_transfer.h5")  # Keras 2 / tf.keras HDF5: model.save("x.h5")
+    save_keras(model, args.out / "vgg16_transfer.h5")  # the suffix picks Keras 2 / tf.keras HDF5: model.save("x.h5")
     reloaded[".h5"] = load_keras(args.out / "vgg16_transfer.h5")[0]
     for form, net in reloaded.items():
         result[f"max |prediction difference|, {form}"] = float((gn.predict(net, x) - expected).abs().max())
