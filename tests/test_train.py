@@ -96,6 +96,11 @@ def test_plateau_halves_the_rate_when_val_loss_stalls():
 
 # ---------------------------------------------------------------- clipping
 def last_grads(data: Dataset, **kw) -> list[torch.Tensor]:
+    """p.grad after the last step. Plain SGD's fused step folds the update into the gradient
+    GEMM and never writes p.grad, so the unclipped run uses autograd (fused=False); with
+    clipping the fused step writes p.grad, clips it and calls the optimizer."""
+    if not kw:
+        kw = {"fused": False}
     grads = []
     model = mlp(data)
     fit(model, data, epochs=1, batch_size=len(data.train), lr=1e-6, seed=0,

@@ -57,11 +57,13 @@ class History:
 
     Each row has ``epoch``, ``loss``, the metrics, their ``val_`` versions, ``lr``,
     ``seconds`` and, when the frozen-prefix cache was used, ``cache_build_seconds`` and
-    ``cache_hits``.
+    ``cache_hits``. ``steps`` says, for each ``fit`` call that appended to it, which training
+    step ran: ``"fused Dense-chain step ..."`` or ``"autograd (why not fused)"``.
     """
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str | None = None
+    steps: list[str] = field(default_factory=list)
 
     def __getitem__(self, key: str) -> list[Any]:
         if not any(key in row for row in self.epochs):
@@ -87,11 +89,11 @@ class History:
         return row[key]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "stop_reason": self.stop_reason}
+        return {"epochs": self.epochs, "stop_reason": self.stop_reason, "steps": self.steps}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
-        return cls(epochs=list(d.get("epochs", [])), stop_reason=d.get("stop_reason"))
+        return cls(epochs=list(d.get("epochs", [])), stop_reason=d.get("stop_reason"), steps=list(d.get("steps", [])))
 
     def to_csv(self) -> str:
         keys: list[str] = []
@@ -467,6 +469,7 @@ def fit(
     callbacks: Sequence[Callable[[dict[str, Any], Network], None]] = (),
     precision: str = "fp32",
     stage: str | None = None,
+    fused: bool | None = None,
 ) -> History:
     """Train ``model`` on ``data.train``, validating on ``data.valid`` after each epoch.
 
@@ -492,6 +495,14 @@ def fit(
             schedule, RNG, history); with ``resume=True`` training continues from it exactly.
         history: a History to append to (epoch numbers continue), e.g. across stages.
         precision: "fp32", "bf16" or "fp16" (autocast; fp16 only on CUDA).
+        fused: on a CPU, train a chain of Dense layers (the trainable part above the
+            cache) with ``graftnet.fused``'s hand-written step instead of autograd: same
+            arithmetic up to float rounding, 2-3x fewer microseconds per small step.
+            ``None`` (default) uses it where it applies and logs why not where it does
+            not; ``True`` requires it (a ConfigError says why it cannot); ``False`` is
+            autograd. ``History.steps`` says which step ran. With plain SGD the fused
+            step applies the update inside the gradient GEMM and never writes ``p.grad``;
+            other optimizers, clipping and penalties get ``p.grad`` as usual.
 
     Under ``torchrun`` (a process group initialised, e.g. by ``graftnet train`` or
     ``graftnet.distributed.init_from_env()``), ``fit`` trains with DistributedDataParallel:
@@ -610,6 +621,19 @@ def fit(
 
     graphed = None if world.active else _GraphedStep.maybe(train_step, opt, device, augment, sched_spec, clip_value,
                                                            clip_norm, precision)
+    fused_step, why_not = None, "fused=False"
+    if fused is not False:
+        from graftnet.fused import plan_fused
+
+        fused_step, why_not = plan_fused(model, run.start, opt, task=run.task, act=run.act, device=device,
+                                         precision=precision, distributed=world.active, clip_value=clip_value,
+                                         clip_norm=clip_norm)
+        if fused_step is None and fused:
+            raise ConfigError(f"fused=True, but this model cannot train with the fused step: {why_not}; "
+                              f"pass fused=None to use autograd where it cannot")
+    step_info = fused_step.describe() if fused_step is not None else f"autograd ({why_not})"
+    say(f"step: {step_info}")
+    history.steps.append(step_info)
 
     bar = _StepBar.maybe(steps, verbose if world.is_main else False)
     for epoch in range(first_epoch, epochs):
@@ -639,7 +663,11 @@ def fit(
                 elif augment is not None:
                     xb = augment(xb, aug_generator)
                 lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
-                if graphed is not None and hi - lo == batch_size:
+                if fused_step is not None:
+                    loss, out = fused_step(xb, yb)
+                    if use_constraints:
+                        model.apply_constraints()
+                elif graphed is not None and hi - lo == batch_size:
                     loss, out = graphed(xb, yb)
                 else:
                     global_lo, global_hi = batches[step]
