@@ -664,12 +664,23 @@ def _val_metrics(row: dict[str, Any]) -> dict[str, Any]:
 def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings: Settings, cache: bool,
              device: Any, reference_flops: int | None = None,
              bases: Mapping[str, Network] | None = None) -> dict[str, Any]:
-    from graftnet import cache as cache_mod
-    from graftnet.optim import optimizer_from
-    from graftnet.train import EarlyStopping, evaluate
     from graftnet.transfer import FineTune
 
     t0 = time.perf_counter()
+    prep = _prepare_run(base, variant, data, seed, settings, cache, reference_flops, bases)
+    before = _cache_stats(cache)
+    history = FineTune(prep["stages"]).fit(
+        prep["model"], data, seed=seed, batch_size=settings.batch_size, optimizer=prep["optimizer"],
+        early_stopping=prep["stopper"], cache=cache, verbose=False, device=device)
+    return _finish_run(prep, history, variant, data, seed, cache, before, time.perf_counter() - t0)
+
+
+def _prepare_run(base: Network, variant: Variant, data: Dataset, seed: int, settings: Settings, cache: bool,
+                 reference_flops: int | None, bases: Mapping[str, Network] | None) -> dict[str, Any]:
+    """A run up to its training: the seeded model, its stages (epochs under the budget) and FLOPs."""
+    from graftnet.optim import optimizer_from
+    from graftnet.train import EarlyStopping
+
     if variant.base is not None:
         base = (bases or {})[variant.base]
     model, unfrozen, words = _build(base, variant, data, seed)
@@ -684,24 +695,67 @@ def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings
     flops = _stage_flops(model, stages, cache)
     epochs, uncapped = plan_epochs(settings, [s.epochs for s in stages], flops, reference)
     stages = _stages(model, variant, unfrozen, settings, opt.lr, epochs)
-    before = cache_mod.default_cache().stats() if cache else None
-    history = FineTune(stages).fit(
-        model, data, seed=seed, batch_size=settings.batch_size, optimizer=opt, early_stopping=stopper,
-        cache=cache, verbose=False, device=device)
+    return {"model": model, "words": words, "optimizer": opt, "stopper": stopper, "reference": reference,
+            "stages": stages, "flops": flops, "uncapped": uncapped}
+
+
+def _finish_run(prep: dict[str, Any], history: Any, variant: Variant, data: Dataset, seed: int, cache: bool,
+                before: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """The run's record: test accuracy, validation, cache use, FLOPs, history."""
+    from graftnet.train import evaluate
+
+    model = prep["model"]
     test = evaluate(model, data, metrics=("accuracy",))
-    after = cache_mod.default_cache().stats() if cache else None
+    after = _cache_stats(cache)
     rows = _history_rows(history)
     best, last = _best_last(rows)
     cache_stats = ({"hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"],
                     "build_seconds": round(after["build_seconds"] - before["build_seconds"], 4),
                     "cut": next((r["cache_cut"] for r in history.epochs if "cache_cut" in r), None)}
-                   if cache else {"hits": 0, "misses": 0, "build_seconds": 0.0, "cut": None})
-    return {"variant": variant.name, "seed": seed, "budget": len(data.train), "description": words,
-            "variant_spec": variant.to_dict(), "test": {k: float(v) for k, v in test.items()},
-            "best_val": best, "last_val": last, "epochs": len(rows), "stop_reason": history.stop_reason,
-            "seconds": round(time.perf_counter() - t0, 4), "load_average": _load_average(), "cache": cache_stats,
-            "flops": _flops_record(flops, stages, rows, len(data.train), reference, uncapped),
-            "history": rows}
+                   if cache and before is not None and after is not None
+                   else {"hits": 0, "misses": 0, "build_seconds": 0.0, "cut": None})
+    record = {"variant": variant.name, "seed": seed, "budget": len(data.train), "description": prep["words"],
+              "variant_spec": variant.to_dict(), "test": {k: float(v) for k, v in test.items()},
+              "best_val": best, "last_val": last, "epochs": len(rows), "stop_reason": history.stop_reason,
+              "seconds": round(seconds, 4), "load_average": _load_average(), "cache": cache_stats,
+              "flops": _flops_record(prep["flops"], prep["stages"], rows, len(data.train), prep["reference"],
+                                     prep["uncapped"]),
+              "history": rows}
+    if history.steps and history.steps[0].startswith("fused ensemble"):
+        record["ensemble"] = history.epochs[0].get("ensemble") if history.epochs else None
+    return record
+
+
+def _ensemble_runs(base: Network, variant: Variant, datas: Sequence[Dataset], seeds: Sequence[int],
+                   settings: Settings, cache: bool, device: Any, reference_flops: int | None,
+                   bases: Mapping[str, Network] | None) -> tuple[list[dict[str, Any]] | None, str]:
+    """The seeds of one variant trained together (``graftnet.ensemble``): their records,
+    or ``(None, why not)`` when they cannot train as one ensemble (nothing is trained then)."""
+    from graftnet.ensemble import EnsembleUnavailable, fit_stages_together
+
+    if settings.early_stopping:
+        return None, "early stopping (each seed stops on its own)"
+    t0 = time.perf_counter()
+    preps = [_prepare_run(base, variant, d, s, settings, cache, reference_flops, bases) for d, s in zip(datas, seeds)]
+    saved = [copy.deepcopy(p["model"].state_dict()) for p in preps]
+    try:
+        histories, cache_use = fit_stages_together([p["model"] for p in preps], datas, seeds, preps[0]["stages"],
+                                        batch_size=settings.batch_size, optimizer=preps[0]["optimizer"],
+                                        cache=cache, device=device)
+    except EnsembleUnavailable as err:
+        for p, state in zip(preps, saved):
+            p["model"].load_state_dict(state)
+        return None, str(err)
+    seconds = (time.perf_counter() - t0) / len(seeds)  # each run's share of the ensemble's time
+    records = []
+    for p, h, d, s, use in zip(preps, histories, datas, seeds, cache_use):
+        record = _finish_run(p, h, variant, d, s, False, None, seconds)
+        if cache:  # this member's own look-ups
+            record["cache"] = {"hits": use["hits"], "misses": use["misses"],
+                               "build_seconds": round(use["build_seconds"], 4),
+                               "cut": next((r["cache_cut"] for r in h.epochs if "cache_cut" in r), None)}
+        records.append(record)
+    return records, ""
 
 
 def _load_average() -> float | None:
@@ -1331,6 +1385,7 @@ def run(
     jobs: int = 1,
     backend: str = "local",
     address: str | None = None,
+    ensemble: bool = True,
 ) -> StudyResult:
     """Train every variant on ``task`` over ``seeds`` and compare each with scratch.
 
@@ -1376,6 +1431,11 @@ def run(
             variants of one seed still share drawn data and cached features; every run is
             recorded in results.json as it finishes, whichever worker ran it. A run's result
             does not depend on which worker ran it (tested equal to a serial study).
+        ensemble: in one process (``jobs=1``), train the seeds of each variant together as one
+            batched ensemble (``graftnet.ensemble``): each seed's run is the run it would be
+            alone, to float rounding, in a fraction of the time. Variants it cannot train
+            (not a Dense chain, not plain SGD, early stopping) run seed by seed, with the
+            reason in the progress lines. ``False``: every run alone.
 
     Returns a :class:`StudyResult`. Raises ShapeError/DataError/ConfigError on input that
     cannot work (shape mismatch, a single class, a budget larger than the data) before
@@ -1435,11 +1495,36 @@ def run(
         f"on {task.name!r} ({main_budget} training examples per run, budget: {settings.budget}; primary "
         f"comparison: {primary} vs scratch)"
         f"{f', then the label-budget curve {budget_list}' if budget_list else ''}")
+    def ensure_together(variants: Sequence[Variant], size: int, train_size: int | None) -> None:
+        """Each variant's missing seeds as one batched ensemble; seed by seed where it cannot."""
+        drawn: dict[int, Dataset] = {}
+        for variant in variants:
+            todo = [seed for seed in seed_list if not ledger.has(variant.name, seed, size)]
+            for seed in todo:
+                if seed not in drawn:
+                    drawn[seed] = _data_for(task, settings, train_size, seed)
+            records, why = (_ensemble_runs(base, variant, [drawn[seed] for seed in todo], todo, settings, cache,
+                                           device, reference_flops, variant_bases)
+                            if len(todo) > 1 else (None, "one seed"))
+            if records is None:
+                if len(todo) > 1:
+                    say(f"{variant.name}: trained seed by seed, not as an ensemble: {why}")
+                for seed in todo:
+                    done(_one_run(base, variant, drawn[seed], seed, settings, cache, device, reference_flops,
+                                  variant_bases))
+                continue
+            for record in records:
+                done(record)
+
+    together = ensemble and workers is None
     try:
-        for seed in seed_list:  # seeds outside: the variants of one seed share drawn data, so the cache hits
-            data = _data_for(task, settings, settings.train_size, seed) if workers is None else None
-            for variant in variant_list:
-                ensure(variant, seed, main_budget, data)
+        if together:
+            ensure_together(variant_list, main_budget, settings.train_size)
+        else:
+            for seed in seed_list:  # seeds outside: the variants of one seed share drawn data, so the cache hits
+                data = _data_for(task, settings, settings.train_size, seed) if workers is None else None
+                for variant in variant_list:
+                    ensure(variant, seed, main_budget, data)
         if workers is not None:
             workers.collect(done)
     except BaseException:
@@ -1454,6 +1539,9 @@ def run(
         budget_list = sorted(set(budget_list) | {main_budget})  # the main runs are a point of the curve
         try:
             for size in budget_list:
+                if together:
+                    ensure_together(curve_variants, size, settings.train_size if size == main_budget else size)
+                    continue
                 for seed in seed_list:
                     data = _data_for(task, settings, size, seed) if workers is None else None
                     for variant in curve_variants:

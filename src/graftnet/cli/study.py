@@ -129,6 +129,10 @@ def _register_study(subparsers: Any) -> None:
     parser.add_argument("--device", metavar="DEV", help="cpu, cuda (default: cuda if available)")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="worker processes (each gets its share of the cores; results as with one)")
+    parser.add_argument("--no-ensemble", dest="ensemble", action="store_false",
+                        help="train every run alone (default with --jobs 1: the seeds of each variant train "
+                             "together as one batched ensemble, where the variant allows; same results to float "
+                             "rounding)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="where the workers run: local processes or Ray actors")
     parser.add_argument("--address", metavar="ADDR", help="a Ray cluster's address (--backend ray)")
@@ -204,7 +208,7 @@ def run_study(args: argparse.Namespace) -> int:
     result = study.run_recipe(recipe, base=base, task=args.data, overrides=_overrides(args, recipe),
                               base_cache=args.base_cache, out=out, resume=args.resume, cache=args.cache,
                               progress=_progress(args.quiet), device=args.device, jobs=args.jobs,
-                              backend=args.backend, address=args.address)
+                              backend=args.backend, address=args.address, ensemble=args.ensemble)
     _print_result(result)
     if result.base.get("path"):  # the base a study uses (trained from its recipe, or given): with what it measured
         register_saved(args, result.base["path"], metrics={f"study {result.task.get('name')}": {
