@@ -234,15 +234,18 @@ def format_table(s: Scenario) -> str:
 
 def machine_info(threads: int, device: str) -> dict[str, Any]:
     """What the numbers were measured on."""
-    cpu = ""
+    cpu, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:  # the ones that decide which kernels run
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+                         if f in have]
     except OSError:
         pass
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu,
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": cpu, "cpu_flags": flags,
             "cpu_count": os.cpu_count(), "threads": threads, "device": device,
             "mkldnn": torch.backends.mkldnn.is_available(),
             "loadavg_start": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRAFTNET_QUIET", "1")
     ctx = Context(args)
     info = machine_info(args.threads, args.device)
-    print(f"graftnet bench: {info['cpu']} ({info['cpu_count']} cores), torch {info['torch']}, "
+    print(f"graftnet bench: {info['cpu']} ({info['cpu_count']} cores; {', '.join(info['cpu_flags']) or 'no AVX-512'}), torch {info['torch']}, "
           f"{args.threads} threads, device {args.device}, {args.passes} passes"
           + (", QUICK" if args.quick else ""), flush=True)
     results: list[Any] = []

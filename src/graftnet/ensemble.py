@@ -164,13 +164,10 @@ def _fit_stage(i: int, stage: Any, models: Sequence[Any], datas: Sequence[Any], 
             idx = flat[:, lo:hi].reshape(-1)
             xb = x.index_select(0, idx).view(count, hi - lo, -1)
             yb = y.index_select(0, idx).view(count, hi - lo, *first.y.shape[1:])
-            loss, out = step(xb, yb)
+            loss, _ = step(xb, yb)
             losses[:, k] = loss
             if predicting:
-                if first.task == "multiclass":
-                    torch.argmax(out, 2, out=preds[:, lo:hi])
-                else:
-                    torch.gt(out.squeeze(2), 0.5 if first.act == "sigmoid" else 0.0, out=preds[:, lo:hi])
+                step.predict_into(preds[:, lo:hi])
         seconds = (time.perf_counter() - t0) / count
         with torch.no_grad():
             loss_sums = (losses * weights_of).sum(1)

@@ -657,12 +657,23 @@ def fit(
                     bar.advance()
                 lo, hi = mine[step]
                 idx = perm[lo:hi]
+                lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
+                if fused_step is not None and view_of is None and augment is None:
+                    loss, out = fused_step.gathered(run.x, run.y, idx)  # gathers into its own buffers
+                    if use_constraints:
+                        model.apply_constraints()
+                    with torch.no_grad():
+                        losses[step] = loss
+                        if predicting:
+                            fused_step.predict_into(preds[offsets[step]:offsets[step + 1]])
+                    if scheduler is not None and sched_spec.per_step:
+                        scheduler.step()
+                    continue
                 xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
                 if view_of is not None:
                     xb = run.views[view_of[idx], idx]  # (B, *features): each example's view of this epoch
                 elif augment is not None:
                     xb = augment(xb, aug_generator)
-                lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
                 if fused_step is not None:
                     loss, out = fused_step(xb, yb)
                     if use_constraints:
