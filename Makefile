@@ -5,6 +5,7 @@
 #   make demo   - venv + data, then `graftnet demo`
 #   make demo-budgets - the demo under its three training budgets, compared (runs/demo/budgets.md)
 #   make bench  - the benchmarks in bench/
+#   make bench-study - the Fashion A->B study: wall time with batched ensembles vs one run at a time
 #   make bench-vgg - the notes' VGG16 workflow (30 + 30 epochs) against Keras, and the feature build vs predict
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
@@ -31,7 +32,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench bench-vgg fuzz clean pretrain-study pretrain-bases pretrain-label-study \
+.PHONY: venv data demo demo-budgets test bench bench-vgg bench-study fuzz clean pretrain-study pretrain-bases pretrain-label-study \
 	examples rank-validation study-cnn
 
 venv: $(STAMP)
@@ -83,6 +84,11 @@ bench-vgg: venv
 	fi
 	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python nice -n 10 $(PY) bench/vgg_workflow.py \
 		$(BENCH_VGG_ARGS) --json bench/results/vgg-workflow.json
+
+# Issue 17 (item 4): the Fashion A -> B study's wall time (model A cold, runs, report), the seeds of
+# each variant as batched ensembles against one run at a time, run by run compared; run it on an idle machine.
+bench-study: venv data
+	$(PY) bench/study_wall.py --json bench/results/study-wall.json
 
 # Mutated and truncated copies of the seed corpus (fuzz/corpus) fed to every importer, offline:
 # exits 1 on any crash, hang, unclear message or write. FUZZ_ARGS="--cases 5000 --seed 1" for more.

@@ -75,6 +75,24 @@ def same_weights_check(data: Any, device: torch.device) -> float:
     return max(float((v - sb[k]).abs().max()) for k, v in a.state_dict().items())
 
 
+def twenty_epochs(data: Any, device: torch.device) -> tuple[float, float]:
+    """Wall time of a whole 20-epoch ``fit`` call (cache build, set-up, training) with the fused
+    step and with autograd, same model and seed."""
+    import time
+
+    from graftnet.train import fit
+
+    walls = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = grafted_model()
+        t0 = time.perf_counter()
+        fit(model, data, epochs=20, batch_size=BATCH, optimizer="sgd", lr=0.01, seed=5, verbose=False,
+            device=device, fused=fused, cache=True)
+        walls.append(round(time.perf_counter() - t0, 3))
+    return walls[0], walls[1]
+
+
 def scenarios(ctx: Any) -> list[Scenario]:
     no_valid, _ = ctx.fashion()
     x, y = no_valid.train.x, no_valid.train.y
@@ -126,6 +144,8 @@ def scenarios(ctx: Any) -> list[Scenario]:
         if med is not None:
             s.figures[f"{name}: us per step"] = round(med / steps * 1e6, 1)
     s.figures["matmul-shape bound, cached: us per step"] = round(cached["shape_bound_s"] / steps * 1e6, 1)
+    if ctx.device.type == "cpu" and not ctx.quick:  # issue 17: no compile step to amortise, end to end
+        s.figures["20-epoch fit wall (s): fused, autograd"] = twenty_epochs(no_valid, ctx.device)
     try:
         s.figures["max |w(cache) - w(no cache)| after 1 epoch"] = same_weights_check(no_valid, ctx.device)
     except Exception as err:

@@ -91,6 +91,18 @@ def test_logits_output_clipping_penalties_lr_mult_and_max_norm(fashion_small):
                                   lr_mult={"dense1": 0.1}, schedule="exponential"))
 
 
+def test_softmax_output_with_saturated_examples(fashion_small):
+    """A softmax output trains on nll(log(p.clamp_min(1e-12))) as in eager: an example whose
+    class probability is below 1e-12 adds no gradient and a loss of -log(1e-12)."""
+    net = _mlp((1, 28, 28), [32], 10, output_activation="softmax", seed=11)
+    with torch.no_grad():
+        net.layer("outputs").weight.mul_(60.0)  # confident and often wrong: p_y < 1e-12 for many examples
+    probe = copy.deepcopy(net).eval()
+    p = probe(fashion_small.train.x[:200])
+    assert (p.gather(1, fashion_small.train.y[:200, None]) < 1e-12).sum() > 10
+    _assert_same_training(*_twins(net, fashion_small, optimizer=SGD(lr=1e-3), epochs=1))
+
+
 def test_binary_sigmoid_and_logits_outputs(fashion_binary):
     for output_activation in ("sigmoid", None):
         net = _net([gn.layers.Flatten(), Dense(32, "selu"), Dense(1, output_activation)], (1, 28, 28), seed=5)
