@@ -52,8 +52,9 @@ def fit_stages_together(models: Sequence[Any], datas: Sequence[Any], seeds: Sequ
     (``graftnet.transfer.Stage``), all members at once; returns one History per member and
     what each member's cache look-ups did (hits, misses, build seconds).
 
-    Raises :class:`EnsembleUnavailable` before training anything when the members cannot
-    train together (the models are left as they were).
+    Raises :class:`EnsembleUnavailable` before any step when the members cannot train
+    together; by then a stage may have frozen or freshly drawn layers of the models, so train
+    new ones alone (the study rebuilds each run's model from its seed).
     """
     from graftnet.optim import optimizer_from
     from graftnet.train import History, default_device
@@ -92,7 +93,16 @@ def _fit_stage(i: int, stage: Any, models: Sequence[Any], datas: Sequence[Any], 
     lr, momentum = _sgd_settings(optimizer_from(stage.optimizer or optimizer, stage.lr))
     for model in models:
         stage.apply(model)
+    if cache:  # refuse before anything is computed where the layers above the cut have no fused form
+        from graftnet.cache import cache_cut
+
+        found, _, why = chain_layers(models[0], cache_cut(models[0]))
+        if why:
+            raise EnsembleUnavailable(why)
     if stage.epochs <= 0:
+        for model, seed in zip(models, seeds):  # fit(epochs=0) still draws the new layers
+            torch.manual_seed(seed + i)
+            _seed_new_layers(model, seed + i)
         return
     runs, generators = [], []
     quiet = lambda _line: None  # noqa: E731

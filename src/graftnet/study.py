@@ -737,14 +737,11 @@ def _ensemble_runs(base: Network, variant: Variant, datas: Sequence[Dataset], se
         return None, "early stopping (each seed stops on its own)"
     t0 = time.perf_counter()
     preps = [_prepare_run(base, variant, d, s, settings, cache, reference_flops, bases) for d, s in zip(datas, seeds)]
-    saved = [copy.deepcopy(p["model"].state_dict()) for p in preps]
     try:
         histories, cache_use = fit_stages_together([p["model"] for p in preps], datas, seeds, preps[0]["stages"],
-                                        batch_size=settings.batch_size, optimizer=preps[0]["optimizer"],
-                                        cache=cache, device=device)
-    except EnsembleUnavailable as err:
-        for p, state in zip(preps, saved):
-            p["model"].load_state_dict(state)
+                                                   batch_size=settings.batch_size, optimizer=preps[0]["optimizer"],
+                                                   cache=cache, device=device)
+    except EnsembleUnavailable as err:  # these models are dropped: each serial run builds its own
         return None, str(err)
     seconds = (time.perf_counter() - t0) / len(seeds)  # each run's share of the ensemble's time
     records = []
