@@ -153,6 +153,11 @@ def test_what_cannot_be_fused_is_said(fashion_small, capsys):
     history = fit(copy.deepcopy(net), fashion_small, epochs=1, verbose=True)
     assert history.steps[0].startswith("autograd (layer 'dropout1' (dropout) has no fused form")
     assert "step: autograd (layer 'dropout1'" in capsys.readouterr().err
+    colour = _net([gn.layers.Flatten(channels_last=True), Dense(8, "relu"), Dense(10)], (3, 28, 28), seed=9)
+    rgb = Dataset("fashion-rgb", Split(fashion_small.train.x.repeat(1, 3, 1, 1), fashion_small.train.y), None, None,
+                  fashion_small.classes, "multiclass")
+    with pytest.raises(ConfigError, match=r"flattens \(3, 28, 28\) channels-last \(Keras' order\)"):
+        fit(colour, rgb, epochs=1, fused=True, verbose=False)
     gelu = _mlp((1, 28, 28), [16], 10, activation="gelu", seed=9)
     with pytest.raises(ConfigError, match="activation GELU, which the fused step does not implement"):
         fit(gelu, fashion_small, epochs=1, fused=True, verbose=False)

@@ -105,12 +105,13 @@ class _Layer:
     module's own parameters (in-place updates move the parameters' version counters, so the
     feature cache sees the change); in an ensemble they are stacked copies."""
 
-    __slots__ = ("name", "weight", "bias", "kind", "param", "train_w", "train_b", "group", "buf_w", "buf_b",
-                 "grad_w", "grad_b", "l1", "l2")
+    __slots__ = ("name", "weight", "weight_t", "bias", "kind", "param", "train_w", "train_b", "group", "buf_w",
+                 "buf_b", "grad_w", "grad_b", "l1", "l2")
 
     def __init__(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None, kind: str, param: float,
                  train_w: bool, train_b: bool, l1: float = 0.0, l2: float = 0.0) -> None:
         self.name, self.weight, self.bias, self.kind, self.param = name, weight, bias, kind, param
+        self.weight_t = weight.transpose(1, 2)  # a view: it follows the in-place updates
         self.train_w, self.train_b = train_w, train_b
         self.group: dict[str, Any] = {}  # "lr" and "momentum", read at every step (schedules move them)
         self.buf_w = self.buf_b = None  # SGD momentum buffers, stacked like the weights
@@ -130,6 +131,10 @@ def chain_layers(model: Any, start: int) -> tuple[list[tuple[str, DenseModule, s
         if isinstance(module, _FlattenModule):
             if found:
                 return [], False, f"layer {name!r} (flatten) comes after a Dense layer"
+            shape = model.shape_of(model.inputs_of(name)[0])
+            if module.channels_last and len(shape) == 3 and shape[0] > 1:
+                return [], False, (f"layer {name!r} flattens {shape} channels-last (Keras' order): the fused step "
+                                   f"reads inputs in their own order")
             flatten_first = True
             continue
         if isinstance(module, DenseModule):
@@ -252,7 +257,8 @@ class FusedDenseStep:
             found = self._constants[(s, b)] = torch.full((s, 1, b), -1.0, dtype=like.dtype, device=like.device)
         return found
 
-    def _buffers(self, s: int, b: int, like: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _buffers(self, s: int, b: int, like: torch.Tensor
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         """Per-step tensors kept from step to step (fresh ones of a few hundred kB each would be
         fresh pages, page-faulted in at every step): each layer's output and dX."""
         key = (s, b, "buffers")
@@ -262,7 +268,7 @@ class FusedDenseStep:
                     for layer in self.layers]
             grads = [torch.empty(s, layer.weight.shape[2], b, dtype=like.dtype, device=like.device)
                      for layer in self.layers]
-            found = self._constants[key] = (outs, grads)  # type: ignore[assignment]
+            found = self._constants[key] = (outs, grads, [o.transpose(1, 2) for o in outs])  # type: ignore
         return found  # type: ignore[return-value]
 
     @torch.no_grad()
@@ -271,10 +277,11 @@ class FusedDenseStep:
         if xb.dim() != 3:
             xb = xb.reshape(s, b, -1)
         minus = self._minus_ones(s, b, xb)
-        outs, grads = self._buffers(s, b, xb)
+        outs, grads, outs_t = self._buffers(s, b, xb)
         layers, last = self.layers, len(self.layers) - 1
         a = xb.transpose(1, 2)  # (S, in, B): activations are kept transposed
         acts = [a]
+        acts_t = [xb, *outs_t]  # the same, (S, B, features): the right operand of the weights' gradient
         for i, layer in enumerate(layers):
             z = (torch.baddbmm(layer.bias, layer.weight, a, out=outs[i]) if layer.bias is not None
                  else torch.bmm(layer.weight, a, out=outs[i]))
@@ -289,9 +296,9 @@ class FusedDenseStep:
             layer = layers[i]
             below = acts[i]
             # dX with W before its update
-            da = torch.bmm(layer.weight.transpose(1, 2), g, out=grads[i]) if i > self.lowest else None
+            da = torch.bmm(layer.weight_t, g, out=grads[i]) if i > self.lowest else None
             if layer.train_w:
-                self._update(layer.weight, layer, layer.buf_w, layer.grad_w, g, below.transpose(1, 2), scale)
+                self._update(layer.weight, layer, layer.buf_w, layer.grad_w, g, acts_t[i], scale)
             if layer.train_b:
                 self._update_bias(layer, g, scale)
             if da is not None:
@@ -354,8 +361,8 @@ class FusedDenseStep:
                 if bool(picked.min() < _LOG_EPS):  # rare (p_y < 1e-12): a CPU read costs less than the mask
                     g.mul_(picked.ge(_LOG_EPS))
                     picked = picked.clamp_min(_LOG_EPS)
-                return picked.mean((1, 2)).neg_(), g, p.transpose(1, 2)
-            loss = picked.mean((1, 2)).neg_()
+                return picked.sum((1, 2)).mul_(-1.0 / picked.shape[2]), g, p.transpose(1, 2)
+            loss = picked.sum((1, 2)).mul_(-1.0 / picked.shape[2])  # the batch mean (sum(dims) is the faster op)
             return loss, logp.exp_().scatter_add_(1, y, minus), z.transpose(1, 2)
         if self.task == "binary":
             y = yb.unsqueeze(1)  # (S, 1, B), floats 0/1
@@ -394,10 +401,14 @@ class _SerialStep:
         b = len(idx)
         bufs = self._gather_buffers.get(b)
         if bufs is None:
-            bufs = self._gather_buffers[b] = (x.new_empty((b, *x.shape[1:])), y.new_empty((b, *y.shape[1:])))
+            xb, yb = x.new_empty((b, *x.shape[1:])), y.new_empty((b, *y.shape[1:]))
+            bufs = self._gather_buffers[b] = (xb, yb, xb.view(1, b, -1), yb.unsqueeze(0))
         torch.index_select(x, 0, idx, out=bufs[0])
         torch.index_select(y, 0, idx, out=bufs[1])
-        return self(bufs[0], bufs[1])
+        loss, out = self.step(bufs[2], bufs[3])
+        if not self.fold:
+            self._optimizer_step()
+        return loss[0], out  # out: (1, B, k); fit reads the predictions through predict_into
 
     def predict_into(self, buffer: torch.Tensor) -> None:
         self.step.predict_into(buffer.view(1, -1))
@@ -405,16 +416,20 @@ class _SerialStep:
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loss, out = self.step(xb.reshape(1, xb.shape[0], -1), yb.unsqueeze(0))
         if not self.fold:
-            with torch.no_grad():
-                for layer in self.layers:
-                    if layer.grad_w is not None and (layer.l1 or layer.l2):  # ∂ of l1·Σ|W| + l2·ΣW² (kernel only)
-                        if layer.l1:
-                            layer.grad_w.add_(torch.sign(layer.weight), alpha=layer.l1)
-                        if layer.l2:
-                            layer.grad_w.add_(layer.weight, alpha=2.0 * layer.l2)
-            if self.clip_value is not None:
-                torch.nn.utils.clip_grad_value_(self.trainable, self.clip_value)
-            if self.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.trainable, self.clip_norm, foreach=True)
-            self.opt.step()
+            self._optimizer_step()
         return loss[0], out[0]
+
+    def _optimizer_step(self) -> None:
+        """Without fold: the l1/l2 penalties' gradients, clipping, then the optimizer's own step."""
+        with torch.no_grad():
+            for layer in self.layers:
+                if layer.grad_w is not None and (layer.l1 or layer.l2):  # ∂ of l1·Σ|W| + l2·ΣW² (kernel only)
+                    if layer.l1:
+                        layer.grad_w.add_(torch.sign(layer.weight), alpha=layer.l1)
+                    if layer.l2:
+                        layer.grad_w.add_(layer.weight, alpha=2.0 * layer.l2)
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(self.trainable, self.clip_value)
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.clip_norm, foreach=True)
+        self.opt.step()
