@@ -61,6 +61,8 @@ emulates bfloat16, slower than float32); on CUDA the device must support bfloat1
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -82,6 +84,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from graftnet.data import Split
 from graftnet.errors import ConfigError, GraftnetError
+from graftnet.layers import Conv2dModule
 from graftnet.merge import MERGE_TYPES
 from graftnet.network import Network
 
@@ -104,6 +107,9 @@ _DEFAULT_BUDGET = 8 * 2**30  # RAM for features when no budget is given (at most
 PRECISIONS = ("fp32", "bf16")  # of the build; the stored features are float32 either way
 # CPU features (torch.cpu.get_capabilities() names) that run bfloat16 natively: either is enough
 _BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")
+# oneDNN's convolution with a fused ReLU (the op torch.compile emits for conv + relu on the CPU);
+# False runs each convolution and its ReLU apart (bench/conv_build.py compares the two)
+_FUSE_CONV_RELU = True
 _CPU_FEATURES_SHOWN = ("avx2", "avx512_f", "avx512_bw", "avx512_vl", "avx512_bf16", "avx512_fp16", "amx_tile",
                        "amx_bf16", "amx_fp16")
 
@@ -536,9 +542,10 @@ def _compute_chunks(prefix: Network, x: torch.Tensor, device: torch.device, chan
     touched); ``precision="bf16"`` runs the prefix under bfloat16 autocast."""
     was_training = prefix.training
     prefix.eval()
+    fuse = channels_last and precision == "fp32" and device.type == "cpu"
     try:
         step = prefix.inference_batch_size()
-        with torch.inference_mode():
+        with torch.inference_mode(), _conv_relu_fused(prefix, fuse):
             for i in range(0, len(x), step):
                 xb = x[i:i + step].to(device, non_blocking=True)  # (b, *in_shape)
                 if channels_last and xb.dim() == 4:
@@ -551,6 +558,45 @@ def _compute_chunks(prefix: Network, x: torch.Tensor, device: torch.device, chan
                 yield out.float().to("cpu").contiguous()
     finally:
         prefix.train(was_training)
+
+
+def _pointwise_convolution() -> Any:
+    try:
+        return torch.ops.mkldnn._convolution_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return None
+
+
+def _conv_relu(module: Conv2dModule, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``module.forward(x)`` (convolution, then ReLU) as one oneDNN call; the same float32 result."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
+        return type(module).forward(module, x)
+    # (B, C, H, W) channels-last -> (B, filters, H', W') channels-last, max(0, .) applied before the store
+    return _pointwise_convolution()(x, weight, module.bias, list(module.padding), list(module.stride),
+                                    list(module.dilation), module.groups, "relu", [None], "")
+
+
+@contextlib.contextmanager
+def _conv_relu_fused(prefix: Network, enabled: bool):
+    """During a CPU float32 channels-last build, each ``Conv2d(activation="relu")`` of the prefix
+    runs as one oneDNN convolution with the ReLU fused in, on its weight reordered to
+    channels-last once (unfused, PyTorch reorders it at every call, and the ReLU reads and
+    writes the whole activation again). The instance's ``forward`` is replaced for the build
+    only and put back after it; the features are the unfused ones (the ReLU is exact)."""
+    patched = []
+    if enabled and _FUSE_CONV_RELU and _pointwise_convolution() is not None:
+        for module in prefix.modules():
+            if (type(module) is Conv2dModule and module.extra_pad is None and type(module.activation) is nn.ReLU
+                    and module.padding_mode == "zeros" and "forward" not in module.__dict__
+                    and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu"):
+                weight = module.weight.detach().contiguous(memory_format=torch.channels_last)
+                module.forward = functools.partial(_conv_relu, module, weight)
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def _fill(out: torch.Tensor, chunks: Iterable[torch.Tensor]) -> torch.Tensor:

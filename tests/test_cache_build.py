@@ -1,10 +1,13 @@
-"""The opt-in bfloat16 feature build: close to float32, keyed apart, refused where the CPU lacks it."""
+"""How the feature build computes: float32 convolutions with the ReLU fused in (the same features as
+the plain forward), and the opt-in bfloat16 build (close to float32, keyed apart, refused where the
+CPU lacks it)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from graftnet import cache as cache_mod
 from graftnet.cache import FeatureCache, bf16_unsupported, cache_cut
 from graftnet.data import digits
 from graftnet.errors import ConfigError
@@ -36,6 +39,34 @@ def _prefix(model: Network) -> Network:
     return model.split(cache_cut(model) - 1)[0]
 
 
+# ----------------------------------------------------------------- float32: convolution + ReLU fused
+def test_float32_build_fuses_conv_and_relu_and_gives_the_plain_forwards_features(small, monkeypatch):
+    model = _convnet()
+    prefix = _prefix(model)
+    relus = []
+    for name in ("conv1", "conv2"):
+        model.layer(name).activation.register_forward_pre_hook(lambda m, args: relus.append(m))
+    fused = FeatureCache().features(prefix, small.train, device=CPU)  # (N, 256), channels-last on the CPU
+    assert relus == []  # the ReLUs ran inside the convolutions
+    assert not any("forward" in m.__dict__ for m in prefix.modules())  # the modules are as they were
+    monkeypatch.setattr(cache_mod, "_FUSE_CONV_RELU", False)
+    apart = FeatureCache().features(prefix, small.train, device=CPU)
+    assert len(relus) == 2 * -(-len(small.train) // prefix.inference_batch_size())  # each conv's, each batch
+    assert torch.equal(fused, apart)  # max(0, x) applied in the kernel or after it: the same floats
+    prefix.eval()
+    torch.testing.assert_close(fused, prefix(small.train.x), rtol=1e-5, atol=1e-5)  # NCHW, unfused
+
+
+def test_a_failed_build_puts_the_convolutions_back(small):
+    model = _convnet()
+    prefix = _prefix(model)
+    model.layer("pool").register_forward_pre_hook(lambda m, args: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        FeatureCache().features(prefix, small.train, device=CPU)
+    assert not any("forward" in m.__dict__ for m in prefix.modules())
+
+
+# ----------------------------------------------------------------- bfloat16 (opt-in)
 @needs_bf16
 def test_bf16_features_are_float32_within_bfloat16_rounding_of_the_float32_build(small):
     prefix = _prefix(_convnet())
