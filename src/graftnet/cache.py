@@ -44,7 +44,10 @@ warns and trains without the cache.
 float32 activation within 64 MiB). A prefix with convolutions is run on channels-last
 inputs on the CPU, which oneDNN ran 1.4-1.75x faster on a 2-core CPU (VGG16 at 150x150 and a
 small VGG-like base); its features agree with the plain forward to float32 rounding
-(``FeatureCache(channels_last=False)`` gives the plain forward bit for bit).
+(``FeatureCache(channels_last=False)`` gives the plain forward bit for bit). There each
+``Conv2d(activation="relu")`` runs as one oneDNN convolution with the ReLU fused in, on its
+weight reordered to channels-last once per build: the same floats as the convolution and
+ReLU run apart, one pass over each activation less (``bench/conv_build.py``).
 
 **bfloat16 builds (opt-in).** ``FeatureCache(precision="bf16")`` runs the prefix under
 ``torch.autocast(dtype=torch.bfloat16)``: convolutions and matrix products take bfloat16
