@@ -56,8 +56,9 @@ oneDNN ran VGG16 at 150x150 3.8-4.6x faster than in float32 (``bench/conv_build.
 features are stored as float32 (the head trains on them unchanged; ``.npy`` files have no
 bfloat16), they differ from the float32 build by bfloat16 rounding (at most 0.83% of the
 largest feature on VGG16, a head trained on them as accurate), and the precision is part of
-the key, so a float32 and a bfloat16 build never share an entry. A CPU without those instructions is refused (there oneDNN
-emulates bfloat16, slower than float32); on CUDA the device must support bfloat16::
+the key, so a float32 and a bfloat16 build never share an entry. A CPU without those
+instructions is refused (there oneDNN emulates bfloat16, slower than float32); on CUDA the
+device must support bfloat16::
 
     >>> history = fit(model, data, cache=FeatureCache(precision="bf16"))
 """
@@ -371,8 +372,10 @@ class FeatureCache:
         """``prefix``'s output on ``split.x``: (N, *prefix.output_shape), float32, on ``device``.
 
         Computed once per (prefix spec, prefix weights, data, dtype, device type, memory
-        layout and precision of the build); later calls return the stored tensor. Raises :class:`CacheUnavailable` when the
-        features exceed the memory budget and cannot be written to the cache folder.
+        layout and precision of the build); later calls return the stored tensor. Raises
+        :class:`CacheUnavailable` when the features exceed the memory budget and cannot be
+        written to the cache folder, and :class:`ConfigError` for a bfloat16 build on a device
+        that cannot run it (:func:`bf16_unsupported`).
         """
         device = torch.device(device)
         key = self.key_for(prefix, split, device=device)
