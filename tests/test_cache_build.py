@@ -57,6 +57,23 @@ def test_float32_build_fuses_conv_and_relu_and_gives_the_plain_forwards_features
     torch.testing.assert_close(fused, prefix(small.train.x), rtol=1e-5, atol=1e-5)  # NCHW, unfused
 
 
+def test_fused_strided_and_dilated_convolutions_give_the_unfused_features(small, monkeypatch):
+    torch.manual_seed(0)
+    layers = [Conv2d(8, 3, stride=2, padding=1, activation="relu", name="conv1"),  # (8, 4, 4)
+              Conv2d(8, 3, dilation=2, padding=2, activation="relu", bias=False, name="conv2"),  # (8, 4, 4)
+              Flatten(name="flatten"), Dense(10, name="outputs")]
+    model = Network(layers, input_shape=(1, 8, 8), name="strided").freeze("conv.*")
+    prefix = _prefix(model)
+    relus = []
+    for name in ("conv1", "conv2"):
+        model.layer(name).activation.register_forward_pre_hook(lambda m, args: relus.append(m))
+    fused = FeatureCache().features(prefix, small.valid, device=CPU)
+    assert relus == []
+    monkeypatch.setattr(cache_mod, "_FUSE_CONV_RELU", False)
+    assert torch.equal(fused, FeatureCache().features(prefix, small.valid, device=CPU))
+    assert len(relus) == 2
+
+
 def test_a_failed_build_puts_the_convolutions_back(small):
     model = _convnet()
     prefix = _prefix(model)
