@@ -52,7 +52,7 @@ ReLU run apart, one pass over each activation less (``bench/conv_build.py``).
 **bfloat16 builds (opt-in).** ``FeatureCache(precision="bf16")`` runs the prefix under
 ``torch.autocast(dtype=torch.bfloat16)``: convolutions and matrix products take bfloat16
 inputs (8 bits of mantissa) and accumulate in float32. On a CPU with AMX or AVX-512-BF16
-oneDNN ran VGG16 at 150x150 3.8-4.6x faster than in float32 (``bench/conv_build.py``). The
+oneDNN ran VGG16 at 150x150 2.6-4.6x faster than in float32 (``bench/conv_build.py``). The
 features are stored as float32 (the head trains on them unchanged; ``.npy`` files have no
 bfloat16), they differ from the float32 build by bfloat16 rounding (at most 0.83% of the
 largest feature on VGG16, a head trained on them as accurate), and the precision is part of
