@@ -7,6 +7,7 @@
 #   make bench  - the benchmarks in bench/
 #   make bench-study - the Fashion A->B study: wall time with batched ensembles vs one run at a time
 #   make bench-vgg - the notes' VGG16 workflow (30 + 30 epochs) against Keras, and the feature build vs predict
+#   make bench-conv - the VGG16 feature build in float32 and bfloat16 against Keras predict; bf16 error, accuracy
 #   make fuzz   - every importer on >= 1,000 damaged files each (minutes; not part of make test)
 #   make pretrain-study - Hands-On ML ch. 11 exercise 10 over 10 seeds (pretraining vs scratch), CPU-heavy
 #   make pretrain-label-study - every pretrained base vs scratch at 100/300/1,000 labels, 10 seeds (CPU-heavy)
@@ -32,7 +33,7 @@ GRAFTNET_DATA ?= $(abspath ../shared/data)
 export GRAFTNET_DATA
 endif
 
-.PHONY: venv data demo demo-budgets test bench bench-vgg bench-study fuzz clean pretrain-study pretrain-bases pretrain-label-study \
+.PHONY: venv data demo demo-budgets test bench bench-vgg bench-study bench-conv fuzz clean pretrain-study pretrain-bases pretrain-label-study \
 	examples rank-validation study-cnn
 
 venv: $(STAMP)
@@ -89,6 +90,17 @@ bench-vgg: venv
 # each variant as batched ensembles against one run at a time, run by run compared; run it on an idle machine.
 bench-study: venv data
 	$(PY) bench/study_wall.py --json bench/results/study-wall.json
+
+# Issue 17 item 3: FeatureCache build (float32, bfloat16) vs Keras predict on VGG16 at 150x150, the
+# bfloat16 features' error and the downstream accuracy; writes bench/results/conv-build.json (~10 min, 1 core)
+BENCH_CONV_ARGS ?= --threads 1
+bench-conv: venv
+	@if [ ! -x $(BENCH_VENV)/bin/python ]; then \
+		echo "creating $(BENCH_VENV) with tensorflow-cpu for the Keras comparisons"; \
+		$(PYTHON) -m venv $(BENCH_VENV) && $(BENCH_VENV)/bin/pip install -q tensorflow-cpu==2.21.0 keras; \
+	fi
+	GRAFTNET_BENCH_KERAS_PYTHON=$(abspath $(BENCH_VENV))/bin/python nice -n 10 $(PY) bench/conv_build.py \
+		$(BENCH_CONV_ARGS) --json bench/results/conv-build.json
 
 # Mutated and truncated copies of the seed corpus (fuzz/corpus) fed to every importer, offline:
 # exits 1 on any crash, hang, unclear message or write. FUZZ_ARGS="--cases 5000 --seed 1" for more.

@@ -3,8 +3,9 @@ max-pooling after each) at 150x150x3 with random weights, frozen, with a
 Flatten-Dense(256)-Dense(1) head, on random images (only speed is measured).
 
 Part 1, cache build throughput (images/s): graftnet's ``FeatureCache`` build (fresh
-cache each pass) against plain PyTorch inference (batch 32, NCHW and channels-last)
-and Keras ``predict`` (``keras.applications.VGG16(weights=None, include_top=False)``).
+cache each pass; also with ``precision="bf16"`` where the device runs bfloat16 natively)
+against plain PyTorch inference (batch 32, NCHW and channels-last) and Keras ``predict``
+(``keras.applications.VGG16(weights=None, include_top=False)``).
 Part 2, head epochs: graftnet ``fit`` on the whole model (frozen base, cached) against
 ``fit`` on the head alone over the same features, and a plain PyTorch head loop.
 """
@@ -65,9 +66,10 @@ def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 class CacheBuild(Contender):
     """A fresh FeatureCache computing the frozen prefix on all images (a miss every pass)."""
 
-    def __init__(self, name: str, model: Any, split: Any, device: torch.device) -> None:
-        self.name, self.model, self.split, self.device = name, model, split, device
-        self.note = "FeatureCache().features(prefix, split): fingerprint + batched inference"
+    def __init__(self, name: str, model: Any, split: Any, device: torch.device, precision: str = "fp32") -> None:
+        self.name, self.model, self.split, self.device, self.precision = name, model, split, device, precision
+        self.note = (f"FeatureCache(precision={precision!r}).features(prefix, split): fingerprint + batched "
+                     f"inference")
 
     def setup(self) -> None:
         from graftnet.cache import cache_cut
@@ -79,7 +81,7 @@ class CacheBuild(Contender):
     def run(self) -> float:
         from graftnet.cache import FeatureCache
 
-        cache = FeatureCache()
+        cache = FeatureCache(precision=self.precision)
         sync(self.device)
         t0 = time.perf_counter()
         out = cache.features(self.prefix, self.split, device=self.device)
@@ -126,6 +128,10 @@ def scenarios(ctx: Any) -> list[Scenario]:
                           _torch_inference(model, x, ctx.device, 32, True)),
         CacheBuild("graftnet FeatureCache build", model, split, ctx.device),
     ]
+    from graftnet.cache import bf16_unsupported
+
+    if bf16_unsupported(ctx.device) is None:  # opt-in bfloat16 build: AMX / AVX-512-BF16 CPUs, bf16 GPUs
+        contenders.append(CacheBuild("graftnet FeatureCache build, bf16", model, split, ctx.device, "bf16"))
     if ctx.device.type == "cpu":
         ctx.keras_load(f"vgg{n}", x.permute(0, 2, 3, 1).numpy())
         contenders.append(KerasPredict("keras predict, batch 32", ctx.keras, {"op": "vgg_base", "size": SIZE},
@@ -140,6 +146,9 @@ def scenarios(ctx: Any) -> list[Scenario]:
             build.figures[f"{r.name}: GFLOP/s"] = round(n * gflop / r.median, 1)
     gn, keras = build.median("graftnet FeatureCache build"), build.median("keras predict, batch 32")
     build.target("graftnet cache build throughput / keras predict", ratio(keras, gn), 1.0, better="higher")
+    if build.median("graftnet FeatureCache build, bf16"):
+        build.figures["bf16 build throughput / float32 build"] = round(
+            ratio(gn, build.median("graftnet FeatureCache build, bf16")) or 0, 2)
 
     head = _head_scenario(ctx, model, x, y, n)
     return [build, head]

@@ -14,8 +14,9 @@ preprocessed in caffe mode. One run:
    ``.venv-bench`` when it is there, else ``KERAS_BACKEND=torch``);
 3. graftnet ``fit(cache=False)`` for ``--nocache-epochs`` epochs of each stage: what an epoch
    costs without the cache, to say what the cache saved;
-4. the feature build: graftnet's ``FeatureCache`` on the frozen base against Keras ``predict``
-   of ``keras.applications.VGG16(include_top=False)`` over the same images, passes interleaved.
+4. the feature build: graftnet's ``FeatureCache`` on the frozen base (float32, and
+   ``precision="bf16"`` where the CPU has AMX or AVX-512-BF16) against Keras ``predict`` of
+   ``keras.applications.VGG16(include_top=False)`` over the same images, passes interleaved.
 
 The FLOP bound is what Keras computes divided by what graftnet computes for this schedule
 (``graftnet.flops``: conv and dense FLOPs, forward, weight and input gradients, the cache
@@ -44,7 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import graftnet as gn  # noqa: E402
-from graftnet.cache import FeatureCache, cache_cut  # noqa: E402
+from graftnet.cache import FeatureCache, bf16_unsupported, cache_cut  # noqa: E402
 from graftnet.flops import forward_flops, training_flops  # noqa: E402
 
 SIZE = 150
@@ -136,12 +137,19 @@ def feature_build(model: gn.Network, data: gn.datasets.Dataset, worker, passes: 
     worker.call("predict", id="vggbase", data="vggall", batch=32)  # warm-up
     FeatureCache().features(prefix, split, device=torch.device("cpu"))
     times: dict[str, list[float]] = {"graftnet FeatureCache build": [], "keras predict, batch 32": []}
+    precisions = {"graftnet FeatureCache build": "fp32"}
+    if bf16_unsupported("cpu") is None:  # the opt-in bfloat16 build, where the CPU runs it natively
+        precisions["graftnet FeatureCache build, bf16"] = "bf16"
+        times["graftnet FeatureCache build, bf16"] = []
+        FeatureCache(precision="bf16").features(prefix, split, device=torch.device("cpu"))  # warm-up
     for _ in range(passes):
-        cache = FeatureCache()
-        t0 = time.perf_counter()
-        cache.features(prefix, split, device=torch.device("cpu"))
-        times["graftnet FeatureCache build"].append(time.perf_counter() - t0)
-        times["keras predict, batch 32"].append(worker.call("predict", id="vggbase", data="vggall", batch=32)["seconds"])
+        for name, precision in precisions.items():
+            cache = FeatureCache(precision=precision)
+            t0 = time.perf_counter()
+            cache.features(prefix, split, device=torch.device("cpu"))
+            times[name].append(time.perf_counter() - t0)
+        keras = worker.call("predict", id="vggbase", data="vggall", batch=32)
+        times["keras predict, batch 32"].append(keras["seconds"])
     medians = {k: statistics.median(v) for k, v in times.items()}
     return {"images": len(x), "seconds": times, "median_seconds": medians,
             "images_per_s": {k: round(len(x) / v, 2) for k, v in medians.items()},

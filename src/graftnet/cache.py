@@ -44,11 +44,29 @@ warns and trains without the cache.
 float32 activation within 64 MiB). A prefix with convolutions is run on channels-last
 inputs on the CPU, which oneDNN ran 1.4-1.75x faster on a 2-core CPU (VGG16 at 150x150 and a
 small VGG-like base); its features agree with the plain forward to float32 rounding
-(``FeatureCache(channels_last=False)`` gives the plain forward bit for bit).
+(``FeatureCache(channels_last=False)`` gives the plain forward bit for bit). There each
+``Conv2d(activation="relu")`` runs as one oneDNN convolution with the ReLU fused in, on its
+weight reordered to channels-last once per build: the same floats as the convolution and
+ReLU run apart, one pass over each activation less (``bench/conv_build.py``).
+
+**bfloat16 builds (opt-in).** ``FeatureCache(precision="bf16")`` runs the prefix under
+``torch.autocast(dtype=torch.bfloat16)``: convolutions and matrix products take bfloat16
+inputs (8 bits of mantissa) and accumulate in float32. On a CPU with AMX or AVX-512-BF16
+oneDNN ran VGG16 at 150x150 2.6-4.6x faster than in float32 (``bench/conv_build.py``). The
+features are stored as float32 (the head trains on them unchanged; ``.npy`` files have no
+bfloat16), they differ from the float32 build by bfloat16 rounding (at most 0.83% of the
+largest feature on VGG16, a head trained on them as accurate), and the precision is part of
+the key, so a float32 and a bfloat16 build never share an entry. A CPU without those
+instructions is refused (there oneDNN emulates bfloat16, slower than float32); on CUDA the
+device must support bfloat16::
+
+    >>> history = fit(model, data, cache=FeatureCache(precision="bf16"))
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -64,11 +82,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.cpu
 import torch.nn as nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from graftnet.data import Split
 from graftnet.errors import ConfigError, GraftnetError
+from graftnet.layers import Conv2dModule
 from graftnet.merge import MERGE_TYPES
 from graftnet.network import Network
 
@@ -76,6 +96,8 @@ __all__ = [
     "CacheUnavailable",
     "CacheWarning",
     "FeatureCache",
+    "PRECISIONS",
+    "bf16_unsupported",
     "cache_cut",
     "default_cache",
     "prefix_fingerprint",
@@ -86,6 +108,14 @@ __all__ = [
 _DETERMINISTIC = {"flatten", "maxpool", "avgpool", "global_avg_pool", "global_max_pool", "rescaling", "relu",
                   "zero_padding2d", "cropping2d", "reshape", "normalization", *MERGE_TYPES}
 _DEFAULT_BUDGET = 8 * 2**30  # RAM for features when no budget is given (at most half the memory available)
+PRECISIONS = ("fp32", "bf16")  # of the build; the stored features are float32 either way
+# CPU features (torch.cpu.get_capabilities() names) that run bfloat16 natively: either is enough
+_BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")
+# oneDNN's convolution with a fused ReLU (the op torch.compile emits for conv + relu on the CPU);
+# False runs each convolution and its ReLU apart (bench/conv_build.py compares the two)
+_FUSE_CONV_RELU = True
+_CPU_FEATURES_SHOWN = ("avx2", "avx512_f", "avx512_bw", "avx512_vl", "avx512_bf16", "avx512_fp16", "amx_tile",
+                       "amx_bf16", "amx_fp16")
 
 
 class CacheUnavailable(GraftnetError, OSError):
@@ -242,6 +272,37 @@ def cache_cut(model: Network, augment: Any = None) -> int:
     return cut if cut and _trains_after(model, cut) else 0
 
 
+# ------------------------------------------------------------------ bfloat16 support
+def bf16_unsupported(device: torch.device | str = "cpu") -> str | None:
+    """Why a bfloat16 feature build cannot run fast on ``device``, or None when it can.
+
+    On the CPU it needs AMX-BF16 or AVX-512-BF16 (``amx_bf16`` or ``avx512_bf16`` in
+    ``torch.cpu.get_capabilities()``, the ``lscpu`` flags of the same names); without them
+    oneDNN emulates bfloat16 and the build is slower than in float32. On CUDA it needs
+    ``torch.cuda.is_bf16_supported()``.
+
+    >>> bf16_unsupported("cpu") is None    # on a Xeon with AMX (Sapphire Rapids and later)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        if any(capabilities.get(name) for name in _BF16_CPU_FEATURES):
+            return None
+        found = [name for name in _CPU_FEATURES_SHOWN if capabilities.get(name)]
+        cpu = f"{capabilities.get('cpu_name', 'unknown')}, {capabilities.get('architecture', '?')}"
+        return (f"a bfloat16 feature build needs a CPU with AMX-BF16 or AVX-512-BF16 (flag "
+                f"{' or '.join(_BF16_CPU_FEATURES)}); this CPU ({cpu}) has neither: its vector flags are "
+                f"{', '.join(found) or 'none of ' + ', '.join(_CPU_FEATURES_SHOWN)}, so oneDNN would emulate "
+                f"bfloat16, more slowly than float32. Use precision='fp32'")
+    if device.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return None
+        return (f"a bfloat16 feature build on {device} needs a GPU that supports bfloat16 "
+                f"(torch.cuda.is_bf16_supported() is False). Use precision='fp32'")
+    return f"a bfloat16 feature build runs on cpu or cuda, not on {device}. Use precision='fp32'"
+
+
 # ------------------------------------------------------------------ the cache
 @dataclass
 class _Entry:
@@ -272,6 +333,10 @@ class FeatureCache:
             ``None`` (default): on the CPU only, where it is faster; the features agree
             with the plain forward to float32 rounding. ``False``: the plain forward,
             bit for bit.
+        precision: of the build. ``"fp32"`` (default), or ``"bf16"``: the prefix runs under
+            bfloat16 autocast (opt-in; on a CPU with AMX or AVX-512-BF16, else a
+            :class:`ConfigError` naming the CPU's flags, see :func:`bf16_unsupported`).
+            The features are float32 either way, and the key holds the precision.
 
     >>> cache = FeatureCache(memory_budget=0, directory=tmp_path)   # always on disk
     >>> history = fit(model, data, cache=cache)
@@ -280,11 +345,15 @@ class FeatureCache:
     """
 
     def __init__(self, memory_budget: int | None = None, directory: str | Path | None = None, *,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, precision: str = "fp32") -> None:
         if memory_budget is not None and (isinstance(memory_budget, bool) or memory_budget < 0):
             raise ConfigError(f"memory_budget must be a number of bytes >= 0 or None, got {memory_budget!r}")
         if channels_last not in (None, True, False):
             raise ConfigError(f"channels_last must be True, False or None (automatic), got {channels_last!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"FeatureCache precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bf16" and not torch.cuda.is_available() and (why := bf16_unsupported("cpu")):
+            raise ConfigError(f"FeatureCache(precision='bf16'): {why}")  # only the CPU can build here: say so now
         if memory_budget is None:
             available = _available_memory()
             memory_budget = min(available // 2, _DEFAULT_BUDGET) if available else _DEFAULT_BUDGET
@@ -293,6 +362,7 @@ class FeatureCache:
         if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"cache directory {self.directory} exists and is not a folder")
         self.channels_last = channels_last
+        self.precision = precision
         self._temp_dir: Path | None = None
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._stats = {"hits": 0, "misses": 0, "build_seconds": 0.0, "invalidations": 0, "evictions": 0}
@@ -302,8 +372,10 @@ class FeatureCache:
         """``prefix``'s output on ``split.x``: (N, *prefix.output_shape), float32, on ``device``.
 
         Computed once per (prefix spec, prefix weights, data, dtype, device type, memory
-        layout of the build); later calls return the stored tensor. Raises :class:`CacheUnavailable` when the
-        features exceed the memory budget and cannot be written to the cache folder.
+        layout and precision of the build); later calls return the stored tensor. Raises
+        :class:`CacheUnavailable` when the features exceed the memory budget and cannot be
+        written to the cache folder, and :class:`ConfigError` for a bfloat16 build on a device
+        that cannot run it (:func:`bf16_unsupported`).
         """
         device = torch.device(device)
         key = self.key_for(prefix, split, device=device)
@@ -319,8 +391,12 @@ class FeatureCache:
     def key_for(self, prefix: Network, split: Split, *, device: torch.device | str) -> str:
         """The key an entry for ``prefix`` on ``split`` has (hex SHA-256)."""
         device = torch.device(device)
+        if self.precision == "bf16" and (why := bf16_unsupported(device)):
+            raise ConfigError(f"FeatureCache(precision='bf16'): {why}")
         layout = "channels_last" if self._use_channels_last(prefix, device) else "plain"
         parts = [prefix_fingerprint(prefix), split.fingerprint(), str(split.x.dtype), device.type, layout]
+        if self.precision != "fp32":
+            parts.append(self.precision)  # float32 keys stay as they were, so existing files still hit
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def stats(self) -> dict[str, Any]:
@@ -341,8 +417,9 @@ class FeatureCache:
     def __repr__(self) -> str:
         s = self.stats()
         where = self.directory or self._temp_dir or "(temporary folder)"
+        precision = "" if self.precision == "fp32" else f", precision {self.precision}"
         return (f"FeatureCache({s['entries']} entries, {s['ram_bytes']:,} B in RAM, {s['disk_bytes']:,} B "
-                f"on disk at {where}, budget {self.memory_budget:,} B)")
+                f"on disk at {where}, budget {self.memory_budget:,} B{precision})")
 
     # -------------------------------------------------------------- room
     def _ram_bytes(self) -> int:
@@ -378,7 +455,7 @@ class FeatureCache:
         t0 = time.perf_counter()
         if self._make_room(nbytes):
             try:
-                chunks = _compute_chunks(prefix, split.x, device, channels_last)
+                chunks = _compute_chunks(prefix, split.x, device, channels_last, self.precision)
                 features, path = _fill(torch.empty(shape), chunks), None  # (N, *out_shape)
             except (MemoryError, RuntimeError) as err:
                 if isinstance(err, RuntimeError) and "memory" not in str(err).lower():
@@ -423,7 +500,7 @@ class FeatureCache:
                 header = {"descr": np.lib.format.dtype_to_descr(np.dtype("float32")),
                           "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_1_0(f, header)
-                for chunk in _compute_chunks(prefix, split.x, device, channels_last):  # (b, *out_shape)
+                for chunk in _compute_chunks(prefix, split.x, device, channels_last, self.precision):
                     f.write(chunk.numpy().tobytes())
                 f.flush()
                 os.fsync(f.fileno())
@@ -463,25 +540,69 @@ def _open_memmap(path: Path) -> torch.Tensor:
     return torch.from_numpy(array)
 
 
-def _compute_chunks(prefix: Network, x: torch.Tensor, device: torch.device,
-                    channels_last: bool = False) -> Iterable[torch.Tensor]:
+def _compute_chunks(prefix: Network, x: torch.Tensor, device: torch.device, channels_last: bool = False,
+                    precision: str = "fp32") -> Iterable[torch.Tensor]:
     """The prefix's output on ``x`` in batches of ``prefix.inference_batch_size()``, each
-    (b, *out_shape), contiguous, on the CPU. ``channels_last`` feeds 4-D inputs in that
-    memory format (the convolutions then run channels-last; the modules are not touched)."""
+    (b, *out_shape), float32, contiguous, on the CPU. ``channels_last`` feeds 4-D inputs in
+    that memory format (the convolutions then run channels-last; the modules are not
+    touched); ``precision="bf16"`` runs the prefix under bfloat16 autocast."""
     was_training = prefix.training
     prefix.eval()
+    fuse = channels_last and precision == "fp32" and device.type == "cpu"
     try:
         step = prefix.inference_batch_size()
-        with torch.inference_mode():
+        with torch.inference_mode(), _conv_relu_fused(prefix, fuse):
             for i in range(0, len(x), step):
                 xb = x[i:i + step].to(device, non_blocking=True)  # (b, *in_shape)
                 if channels_last and xb.dim() == 4:
                     # (b, C, H, W) stored NHWC; not .contiguous(memory_format=...), which keeps NCHW strides
                     # when C == 1, and a grayscale batch would then run every convolution NCHW
                     xb = torch.empty_like(xb, memory_format=torch.channels_last).copy_(xb)
-                yield prefix(xb).float().to("cpu").contiguous()
+                # autocast around the forward only: the caller runs between the yields
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    out = prefix(xb)  # (b, *out_shape), bfloat16 where the last layer ran in it
+                yield out.float().to("cpu").contiguous()
     finally:
         prefix.train(was_training)
+
+
+def _pointwise_convolution() -> Any:
+    try:
+        return torch.ops.mkldnn._convolution_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN
+        return None
+
+
+def _conv_relu(module: Conv2dModule, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``module.forward(x)`` (convolution, then ReLU) as one oneDNN call; the same float32 result."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last):
+        return type(module).forward(module, x)
+    # (B, C, H, W) channels-last -> (B, filters, H', W') channels-last, max(0, .) applied before the store
+    return _pointwise_convolution()(x, weight, module.bias, list(module.padding), list(module.stride),
+                                    list(module.dilation), module.groups, "relu", [None], "")
+
+
+@contextlib.contextmanager
+def _conv_relu_fused(prefix: Network, enabled: bool):
+    """During a CPU float32 channels-last build, each ``Conv2d(activation="relu")`` of the prefix
+    runs as one oneDNN convolution with the ReLU fused in, on its weight reordered to
+    channels-last once (unfused, PyTorch reorders it at every call, and the ReLU reads and
+    writes the whole activation again). The instance's ``forward`` is replaced for the build
+    only and put back after it; the features are the unfused ones (the ReLU is exact)."""
+    patched = []
+    if enabled and _FUSE_CONV_RELU and _pointwise_convolution() is not None:
+        for module in prefix.modules():
+            if (type(module) is Conv2dModule and module.extra_pad is None and type(module.activation) is nn.ReLU
+                    and module.padding_mode == "zeros" and "forward" not in module.__dict__
+                    and module.weight.dtype == torch.float32 and module.weight.device.type == "cpu"):
+                weight = module.weight.detach().contiguous(memory_format=torch.channels_last)
+                module.forward = functools.partial(_conv_relu, module, weight)
+                patched.append(module)
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward
 
 
 def _fill(out: torch.Tensor, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
