@@ -817,10 +817,10 @@ def _short(value: Any) -> str:
     return text[:12] + "…" if isinstance(value, str) and len(value) == 64 else text
 
 
-def _write_results(path: Path, payload: dict[str, Any]) -> None:
+def _write_results(path: Path, payload: dict[str, Any], indent: int | None = 1) -> None:
     from graftnet.io.checkpoint import atomic_write_text, json_default
 
-    atomic_write_text(path, json.dumps(payload, indent=1, default=json_default) + "\n")
+    atomic_write_text(path, json.dumps(payload, indent=indent, default=json_default) + "\n")
 
 
 def load_results(path: str | os.PathLike, *, primary: str | None = None) -> StudyResult:
@@ -1473,8 +1473,8 @@ def run(
     workers = _Workers.start(jobs, backend, address, base, task, settings, cache, device, reference_flops,
                              variant_bases)
 
-    def done(record: dict[str, Any]) -> None:
-        ledger.add(record)
+    def done(record: dict[str, Any], save: bool = True) -> None:
+        ledger.add(record, save=save)
         say(f"{record['variant']:<24} seed {record['seed']:<3} n={record['budget']:<6} test accuracy "
             f"{record['test']['accuracy']:.4f}  epochs {record['epochs']}  {record['seconds']:.1f}s  "
             f"cache hits {record['cache']['hits']}")
@@ -1511,7 +1511,8 @@ def run(
                                   variant_bases))
                 continue
             for record in records:
-                done(record)
+                done(record, save=False)
+            ledger.save()  # once per ensemble
 
     together = ensemble and workers is None
     try:
@@ -1722,8 +1723,11 @@ def _warn_seeds(seeds: list[int]) -> list[str]:
 class _Ledger:
     """The finished runs of a study, keyed by (variant, seed, budget), kept in results.json.
 
-    The file is rewritten atomically after every run, so a killed study loses at most the
-    run in progress; ``key`` (base, task and training settings) must match to resume.
+    The file is rewritten atomically after every run (after every ensemble: its runs finish
+    together), so a killed study loses at most the runs in progress; ``key`` (base, task and
+    training settings) must match to resume. While the study runs the file is written compact
+    (the C JSON encoder: an indented dump of 130 runs' histories costs seconds per save); the
+    final save, with the summary, is indented for people.
     """
 
     path: Path | None
@@ -1756,9 +1760,10 @@ class _Ledger:
     def has(self, variant: str, seed: int, budget: int) -> bool:
         return _run_key(variant, seed, budget) in self.runs
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any], save: bool = True) -> None:
         self.runs[_run_key(record["variant"], record["seed"], record["budget"])] = record
-        self.save()
+        if save:
+            self.save()
 
     def records(self) -> list[dict[str, Any]]:
         return list(self.runs.values())
@@ -1770,7 +1775,7 @@ class _Ledger:
                    "runs": self.records()}
         if summary is not None:
             payload["summary"] = summary
-        _write_results(self.path, payload)
+        _write_results(self.path, payload, indent=1 if summary is not None else None)
 
 
 def _utc_now() -> str:
