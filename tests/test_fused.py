@@ -91,6 +91,15 @@ def test_logits_output_clipping_penalties_lr_mult_and_max_norm(fashion_small):
                                   lr_mult={"dense1": 0.1}, schedule="exponential"))
 
 
+def test_bias_free_layers_and_a_separate_activation_layer(fashion_small):
+    net = _net([gn.layers.Flatten(), Dense(32, bias=False), gn.layers.Activation("tanh"), Dense(16, "relu"),
+                Dense(10, bias=False)], (1, 28, 28), seed=12)
+    eager, fused, h_eager, h_fused = _twins(net, fashion_small, optimizer=SGD(lr=0.05, momentum=0.9))
+    _assert_same_training(eager, fused, h_eager, h_fused)
+    assert "dense1..dense3 (3 layers" in h_fused.steps[0]  # the activation layer went into dense1's step
+    assert gn.History.from_dict(h_fused.to_dict()).steps == h_fused.steps
+
+
 def test_softmax_output_with_saturated_examples(fashion_small):
     """A softmax output trains on nll(log(p.clamp_min(1e-12))) as in eager: an example whose
     class probability is below 1e-12 adds no gradient and a loss of -log(1e-12)."""
