@@ -623,6 +623,9 @@ def _setup_blocks(result: StudyResult) -> list[Block]:
         f"building); this invocation took {_seconds(result.wall_seconds)} of wall time"
         + (f", {result.resumed_runs} runs being read back from an earlier invocation's results.json"
            if result.resumed_runs else "")
+        + (f"; {together} runs trained with the other seeds of their variant as one batched ensemble "
+           f"(each such run's seconds are its share of the ensemble's)"
+           if (together := sum(1 for r in result.runs if r.get("ensemble"))) else "")
         + f"; device {env.get('device')}, {env.get('torch_threads')} torch thread(s), {env.get('cpu_count')} CPU(s), "
           f"torch {env.get('torch')}, graftnet {env.get('graftnet')}{load_text}.",
         f"Frozen-prefix cache: {cache_text}.",
