@@ -131,11 +131,6 @@ def _fit_stage(i: int, stage: Any, models: Sequence[Any], datas: Sequence[Any], 
     if any(m.has_constraints() for m in models) or any((getattr(f[1].spec, "l1", 0) or getattr(f[1].spec, "l2", 0))
                                                        for f in found):
         raise EnsembleUnavailable("max-norm constraints or l1/l2 penalties")
-    chain = {f[0] for f in found}
-    frozen_rest = [n for n in models[0].trainable if n not in chain and any(True for _ in
-                                                                            models[0].layer(n).parameters())]
-    if frozen_rest:
-        raise EnsembleUnavailable(f"layers {frozen_rest} train below the fused chain")
 
     layers = []
     for name_, module, kind, param in found:  # stacked copies: (S, out, in), (S, out, 1)
@@ -181,9 +176,9 @@ def _fit_stage(i: int, stage: Any, models: Sequence[Any], datas: Sequence[Any], 
         seconds = (time.perf_counter() - t0) / count
         with torch.no_grad():
             loss_sums = (losses * weights_of).sum(1)
-            for k, (model, layer_names) in enumerate(zip(models, [[f[0] for f in found]] * count)):
-                for layer, lname in zip(layers, layer_names):  # the member's weights back into its model
-                    module = model.layer(lname)
+            for k, model in enumerate(models):
+                for layer in layers:  # the member's weights back into its model
+                    module = model.layer(layer.name)
                     module.weight.copy_(layer.weight[k])
                     if layer.bias is not None:
                         module.bias.copy_(layer.bias[k, :, 0])

@@ -672,7 +672,10 @@ def _one_run(base: Network, variant: Variant, data: Dataset, seed: int, settings
     history = FineTune(prep["stages"]).fit(
         prep["model"], data, seed=seed, batch_size=settings.batch_size, optimizer=prep["optimizer"],
         early_stopping=prep["stopper"], cache=cache, verbose=False, device=device)
-    return _finish_run(prep, history, variant, data, seed, cache, before, time.perf_counter() - t0)
+    after = _cache_stats(cache)
+    use = ({key: after[key] - before[key] for key in ("hits", "misses", "build_seconds")}
+           if before is not None and after is not None else None)
+    return _finish_run(prep, history, variant, data, seed, use, time.perf_counter() - t0)
 
 
 def _prepare_run(base: Network, variant: Variant, data: Dataset, seed: int, settings: Settings, cache: bool,
@@ -699,21 +702,19 @@ def _prepare_run(base: Network, variant: Variant, data: Dataset, seed: int, sett
             "stages": stages, "flops": flops, "uncapped": uncapped}
 
 
-def _finish_run(prep: dict[str, Any], history: Any, variant: Variant, data: Dataset, seed: int, cache: bool,
-                before: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
-    """The run's record: test accuracy, validation, cache use, FLOPs, history."""
+def _finish_run(prep: dict[str, Any], history: Any, variant: Variant, data: Dataset, seed: int,
+                cache_use: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """The run's record: test accuracy, validation, cache use (its hits, misses and build
+    seconds, or None without the cache), FLOPs, history."""
     from graftnet.train import evaluate
 
-    model = prep["model"]
-    test = evaluate(model, data, metrics=("accuracy",))
-    after = _cache_stats(cache)
+    test = evaluate(prep["model"], data, metrics=("accuracy",))
     rows = _history_rows(history)
     best, last = _best_last(rows)
-    cache_stats = ({"hits": after["hits"] - before["hits"], "misses": after["misses"] - before["misses"],
-                    "build_seconds": round(after["build_seconds"] - before["build_seconds"], 4),
+    cache_stats = ({"hits": cache_use["hits"], "misses": cache_use["misses"],
+                    "build_seconds": round(cache_use["build_seconds"], 4),
                     "cut": next((r["cache_cut"] for r in history.epochs if "cache_cut" in r), None)}
-                   if cache and before is not None and after is not None
-                   else {"hits": 0, "misses": 0, "build_seconds": 0.0, "cut": None})
+                   if cache_use is not None else {"hits": 0, "misses": 0, "build_seconds": 0.0, "cut": None})
     record = {"variant": variant.name, "seed": seed, "budget": len(data.train), "description": prep["words"],
               "variant_spec": variant.to_dict(), "test": {k: float(v) for k, v in test.items()},
               "best_val": best, "last_val": last, "epochs": len(rows), "stop_reason": history.stop_reason,
@@ -744,15 +745,8 @@ def _ensemble_runs(base: Network, variant: Variant, datas: Sequence[Dataset], se
     except EnsembleUnavailable as err:  # these models are dropped: each serial run builds its own
         return None, str(err)
     seconds = (time.perf_counter() - t0) / len(seeds)  # each run's share of the ensemble's time
-    records = []
-    for p, h, d, s, use in zip(preps, histories, datas, seeds, cache_use):
-        record = _finish_run(p, h, variant, d, s, False, None, seconds)
-        if cache:  # this member's own look-ups
-            record["cache"] = {"hits": use["hits"], "misses": use["misses"],
-                               "build_seconds": round(use["build_seconds"], 4),
-                               "cut": next((r["cache_cut"] for r in h.epochs if "cache_cut" in r), None)}
-        records.append(record)
-    return records, ""
+    return [_finish_run(p, h, variant, d, s, use if cache else None, seconds)  # each member's own look-ups
+            for p, h, d, s, use in zip(preps, histories, datas, seeds, cache_use)], ""
 
 
 def _load_average() -> float | None:

@@ -660,35 +660,31 @@ def fit(
                 lr_used = opt.param_groups[-1]["lr"]  # before a per-step schedule moves it on
                 if fused_step is not None and view_of is None and augment is None:
                     loss, out = fused_step.gathered(run.x, run.y, idx)  # gathers into its own buffers
-                    if use_constraints:
-                        model.apply_constraints()
-                    with torch.no_grad():
-                        losses[step] = loss
-                        if predicting:
-                            fused_step.predict_into(preds[offsets[step]:offsets[step + 1]])
-                    if scheduler is not None and sched_spec.per_step:
-                        scheduler.step()
-                    continue
-                xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) gathered on the device
-                if view_of is not None:
-                    xb = run.views[view_of[idx], idx]  # (B, *features): each example's view of this epoch
-                elif augment is not None:
-                    xb = augment(xb, aug_generator)
-                if fused_step is not None:
-                    loss, out = fused_step(xb, yb)
-                    if use_constraints:
-                        model.apply_constraints()
-                elif graphed is not None and hi - lo == batch_size:
-                    loss, out = graphed(xb, yb)
                 else:
-                    global_lo, global_hi = batches[step]
-                    loss, out = train_step(xb, yb, world.size / (global_hi - global_lo) if world.active else None)
+                    xb, yb = run.x.index_select(0, idx), run.y.index_select(0, idx)  # (B, ...) on the device
+                    if view_of is not None:
+                        xb = run.views[view_of[idx], idx]  # (B, *features): each example's view of this epoch
+                    elif augment is not None:
+                        xb = augment(xb, aug_generator)
+                    if fused_step is not None:
+                        loss, out = fused_step(xb, yb)
+                    elif graphed is not None and hi - lo == batch_size:
+                        loss, out = graphed(xb, yb)
+                    else:
+                        global_lo, global_hi = batches[step]
+                        loss, out = train_step(xb, yb, world.size / (global_hi - global_lo) if world.active else None)
+                if fused_step is not None and use_constraints:  # the eager step applies them itself
+                    model.apply_constraints()
                 if scheduler is not None and sched_spec.per_step:
                     scheduler.step()
                 with torch.no_grad():
                     losses[step] = loss
                     if predicting:
-                        _predict_into(run.task, run.act, out, preds[offsets[step]:offsets[step + 1]])
+                        where = preds[offsets[step]:offsets[step + 1]]
+                        if fused_step is not None:
+                            fused_step.predict_into(where)
+                        else:
+                            _predict_into(run.task, run.act, out, where)
         finally:
             if bar is not None:
                 bar.stop()
